@@ -1,0 +1,1 @@
+"""Package data: the Lark grammar of `.lip` files, installed as `lipc.grammar`."""

@@ -1,0 +1,5 @@
+import sys
+
+from lipc.cli import main
+
+sys.exit(main())

@@ -1,0 +1,159 @@
+"""Check a parsed spec: shapes, compliance, and the bound of every parameter tensor."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from lipc.check.arguments import end_location, spec_error
+from lipc.check.layers import Dense, InputLayer, Layer, parse_layer
+from lipc.check.losses import Loss, parse_loss
+from lipc.check.training import TrainConfig, parse_train
+from lipc.errors import SpecError, did_you_mean
+from lipc.lang.syntax import NetworkDecl, SpecFile
+
+# Relative margin added to every sensitivity, so that float32 rounding in the forward and
+# backward passes (input clipping, matrix products) cannot push a real per-example gradient
+# norm past its reported bound.
+SENSITIVITY_SAFETY_MARGIN = 1e-4
+
+
+@dataclass(frozen=True)
+class LayerBound:
+    """Bounds at one layer: X_{d-1}, X_d, G_d and the sensitivity Δ of each parameter tensor."""
+
+    index: int
+    layer: Layer
+    input_norm_bound: float
+    output_norm_bound: float
+    output_gradient_bound: float
+    sensitivities: tuple[tuple[str, float], ...]
+
+    @property
+    def name(self) -> str:
+        """The name of the layer's submodule in the compiled network."""
+        return f"{self.layer.kind}_{self.index}"
+
+
+@dataclass(frozen=True)
+class CheckedSpec:
+    """A spec that passed every check, with the bounds that the privacy guarantee rests on."""
+
+    spec: SpecFile
+    network_name: str
+    layers: tuple[LayerBound, ...]
+    loss: Loss
+    train: TrainConfig
+
+    @property
+    def input_layer(self) -> InputLayer:
+        return self.layers[0].layer
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.input_layer.input_shape
+
+    @property
+    def num_classes(self) -> int:
+        return self.layers[-1].layer.output_shape[0]
+
+    @property
+    def lipschitz_bound(self) -> float:
+        """Product of the layers' constrained Lipschitz constants: the design's bound."""
+        return math.prod(bound.layer.lipschitz_bound for bound in self.layers)
+
+    @property
+    def sensitivities(self) -> dict[str, float]:
+        """Per-example gradient bound of every parameter tensor, keyed by its name in the module."""
+        return {f"{bound.name}.{local}": value for bound in self.layers for local, value in bound.sensitivities}
+
+
+def _select_network(spec: SpecFile, network_name: str | None) -> NetworkDecl:
+    names = [n.name for n in spec.networks]
+    if not spec.networks:
+        raise spec_error(spec, end_location(spec), "the file defines no network", "add a block 'network NAME { ... }'")
+    if network_name is None:
+        if len(spec.networks) > 1:
+            raise spec_error(
+                spec,
+                spec.networks[1].location,
+                f"the file defines {len(spec.networks)} networks: {', '.join(names)}",
+                "pick one with --network NAME",
+            )
+        return spec.networks[0]
+    for network in spec.networks:
+        if network.name == network_name:
+            return network
+    hint = did_you_mean(network_name, names) or f"the file defines {', '.join(names)}"
+    raise SpecError(f"{spec.path}: no network named '{network_name}'", hint=hint)
+
+
+def _single(spec: SpecFile, sections, what: str):
+    if len(sections) > 1:
+        raise spec_error(spec, sections[1].location, f"the file has more than one '{what}' section", "keep one")
+    return sections[0] if sections else None
+
+
+def _check_layers(spec: SpecFile, network: NetworkDecl) -> list[Layer]:
+    if not network.layers or network.layers[0].kind != "input":
+        location = network.layers[0].location if network.layers else network.location
+        raise spec_error(
+            spec,
+            location,
+            "the network must start with an 'input' layer",
+            "declare the shape and the clipping radius first, as in 'input shape=[64] clip_norm=1.0'",
+        )
+
+    layers: list[Layer] = []
+    shape: tuple[int, ...] = ()
+    for decl in network.layers:
+        if decl.kind == "input" and layers:
+            raise spec_error(spec, decl.location, "a network has exactly one 'input' layer, and it comes first", "remove this one")
+        layer = parse_layer(spec, decl, shape)
+        layers.append(layer)
+        shape = layer.output_shape
+    return layers
+
+
+def _propagate_bounds(layers: list[Layer], loss: Loss) -> list[LayerBound]:
+    """Compute X_d forward from X_0 = clip_norm, then G_d backward from G_D = L."""
+    input_norms = [math.inf]
+    for layer in layers:
+        input_norms.append(layer.output_norm_bound(input_norms[-1]))
+
+    gradient_bounds = [0.0] * len(layers)
+    gradient = loss.lipschitz
+    for index in reversed(range(len(layers))):
+        gradient_bounds[index] = gradient
+        gradient *= layers[index].lipschitz_bound
+
+    bounds = []
+    for index, layer in enumerate(layers):
+        raw = layer.parameter_sensitivities(input_norms[index], gradient_bounds[index])
+        sensitivities = tuple((name, value * (1.0 + SENSITIVITY_SAFETY_MARGIN)) for name, value in raw.items())
+        bounds.append(LayerBound(index, layer, input_norms[index], input_norms[index + 1], gradient_bounds[index], sensitivities))
+    return bounds
+
+
+def check_spec(spec: SpecFile, network_name: str | None = None) -> CheckedSpec:
+    """Check `spec` and compute its bounds; raise SpecError at the first problem."""
+    network = _select_network(spec, network_name)
+    loss_decl = _single(spec, spec.losses, "loss")
+    train_decl = _single(spec, spec.trains, "train")
+
+    layers = _check_layers(spec, network)
+    loss = parse_loss(spec, loss_decl)
+    train = parse_train(spec, train_decl)
+
+    output_shape = layers[-1].output_shape
+    if len(output_shape) != 1 or output_shape[0] < 2:
+        raise spec_error(
+            spec,
+            layers[-1].location,
+            f"the network's output must be a vector of at least 2 logits for {loss.kind}, but it has shape {list(output_shape)}",
+            "end the network with a 'dense' layer as wide as the number of classes",
+        )
+    if not any(isinstance(layer, Dense) for layer in layers):
+        raise spec_error(spec, network.location, "the network has no trainable layer", "add a 'dense' layer")
+
+    return CheckedSpec(spec, network.name, tuple(_propagate_bounds(layers, loss)), loss, train)
