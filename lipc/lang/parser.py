@@ -46,6 +46,9 @@ TERMINAL_WORDS = {
     "$END": "the end of the file",
 }
 
+# How an unexpected token is described: "unexpected name 'x'".
+_FOUND_WORDS = {"NAME": "name {}", "NUMBER": "number {}", "STRING": "string {}", "_NL": "end of line"}
+
 _INTEGER = re.compile(r"[+-]?\d+")
 _PUNCTUATION = {"LBRACE", "RBRACE", "LPAR", "RPAR", "LSQB", "RSQB", "COMMA", "EQUAL", "NETWORK", "LOSS", "TRAIN"}
 
@@ -108,9 +111,7 @@ def _syntax_error(error: lark.exceptions.UnexpectedInput, source: str, path: str
     elif isinstance(error, lark.exceptions.UnexpectedToken) and error.token.type != "$END":
         token = error.token
         line, column = token.line, token.column
-        found = "a line break" if token.type == "_NL" else f"{TERMINAL_WORDS.get(token.type, token.type.lower())} {str(token)!r}"
-        if token.type in _PUNCTUATION:
-            found = f"{str(token)!r}"
+        found = _FOUND_WORDS.get(token.type, "").format(repr(str(token))) or repr(str(token))
         message = f"unexpected {found}; expected {_describe(error.expected)}"
         hint = _hint_for(token.type, set(error.expected))
     else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import pickle
 import os
 import shutil
 import tempfile
@@ -82,7 +83,7 @@ def read_run(run_dir: str | os.PathLike) -> SavedRun:
 
     try:
         state_dict = torch.load(io.BytesIO((run_dir / WEIGHTS_FILE).read_bytes()), map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError) as error:
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as error:
         raise RunError(f"cannot read {run_dir / WEIGHTS_FILE}: {error}", hint="the run folder is damaged; train again") from None
     try:
         spec_source = (run_dir / SPEC_FILE).read_text(encoding="utf-8")

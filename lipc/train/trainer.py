@@ -22,7 +22,7 @@ from lipc.compiler import CompiledNetwork
 from lipc.errors import DataError, UsageError
 from lipc.privacy.accounting import calibrate_noise_multiplier, compute_epsilon
 from lipc.privacy.ledger import PrivacyLedger
-from lipc.privacy.noise import add_noise_, allocate_noise
+from lipc.privacy.noise import TensorNoise, add_noise_, allocate_noise
 from lipc.privacy.sampling import poisson_sample
 from lipc.train import evaluation
 from lipc.train.data import Dataset, load_dataset
@@ -71,6 +71,34 @@ def _check_data(compiled: CompiledNetwork, dataset: Dataset, config: TrainConfig
             f"batch size {config.batch_size} exceeds the {len(dataset.train_labels)} training examples of '{dataset.name}'",
             hint="lower batch_size",
         )
+
+
+def private_step(
+    compiled: CompiledNetwork,
+    module: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    parameters: dict[str, torch.nn.Parameter],
+    allocation: dict[str, TensorNoise],
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    expected_batch_size: float,
+    generator: torch.Generator,
+) -> float:
+    """Take one noisy step on a Poisson batch (possibly empty); return the batch's summed loss.
+
+    Every parameter must already have a `.grad` tensor.
+    """
+    optimizer.zero_grad(set_to_none=False)
+    loss_sum = 0.0
+    if len(labels):
+        # Divide by the expected batch size B, never by len(labels), which is private.
+        losses = compiled.loss_function(module(inputs), labels)
+        (losses.sum() / expected_batch_size).backward()
+        loss_sum = float(losses.detach().sum())
+    add_noise_(parameters, allocation, generator)
+    optimizer.step()
+    module.project_()
+    return loss_sum
 
 
 def train(compiled: CompiledNetwork, config: TrainConfig, run_dir: Path, device: str = "auto", show_progress: bool = True) -> TrainResult:
@@ -134,17 +162,9 @@ def train(compiled: CompiledNetwork, config: TrainConfig, run_dir: Path, device:
         loss_sum, examples_seen = 0.0, 0
         progress = tqdm(range(steps_in_epoch), desc=f"epoch {epoch}/{config.epochs}", disable=None if show_progress else True, leave=False, unit="step")
         for _ in progress:
-            optimizer.zero_grad(set_to_none=False)
             batch = poisson_sample(dataset_size, sampling_rate, generator, target)
-            if len(batch):
-                # Divide by the expected batch size B, never by len(batch), which is private.
-                losses = compiled.loss_function(module(dataset.train_inputs[batch]), dataset.train_labels[batch])
-                (losses.sum() / expected_batch_size).backward()
-                loss_sum += float(losses.detach().sum())
-                examples_seen += len(batch)
-            add_noise_(parameters, allocation, generator)
-            optimizer.step()
-            module.project_()
+            loss_sum += private_step(compiled, module, optimizer, parameters, allocation, dataset.train_inputs[batch], dataset.train_labels[batch], expected_batch_size, generator)
+            examples_seen += len(batch)
             ledger.steps_taken += 1
             progress.set_postfix(loss=f"{loss_sum / max(examples_seen, 1):.3f}")
 
