@@ -96,10 +96,11 @@ def _compile_command(args) -> int:
 
     compiled = lipc.compile(args.spec, args.network)
     certified = compiled.certified_lipschitz()
+    methods = compiled.module.bound_methods()
     if args.json:
-        print(json.dumps(bounds_as_dict(compiled.checked, certified), indent=2))
+        print(json.dumps(bounds_as_dict(compiled.checked, certified, methods), indent=2))
     else:
-        print(format_bounds_table(compiled.checked, certified))
+        print(format_bounds_table(compiled.checked, certified, methods))
     return 0
 
 

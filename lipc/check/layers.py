@@ -368,8 +368,12 @@ class Residual(Layer):
             gradient *= layer.lipschitz_bound
         return dict(sorted(sensitivities.items()))
 
+    def inner_names(self) -> list[str]:
+        """Each inner layer's module name, relative to the residual block."""
+        return [f"{INNER_MODULE_NAME}.{layer.kind}_{index}" for index, layer in enumerate(self.inner)]
+
     def describe(self) -> str:
-        return f"residual alpha={self.alpha:g} {{{'; '.join(layer.describe() for layer in self.inner)}}}"
+        return f"residual alpha={self.alpha:g}"
 
 
 # Name of a residual block's inner sequence in the compiled module.
