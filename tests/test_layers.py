@@ -104,7 +104,10 @@ def test_fft_bound_exact_for_circular(declaration):
 
 def convolve(module: LipschitzConv, kernel: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """The module's convolution, padding and stride, with `kernel` and no bias."""
-    padded = torch.nn.functional.pad(x, module._pad, mode="circular" if module.circular else "constant") if any(module._pad) else x
+    padded = x
+    if any(module._pad):
+        mode = "circular" if module.circular else "constant"
+        padded = torch.nn.functional.pad(x, module._pad, mode=mode)
     function = torch.nn.functional.conv1d if kernel.dim() == 3 else torch.nn.functional.conv2d
     return function(padded, kernel, stride=module.stride)
 
@@ -112,10 +115,10 @@ def convolve(module: LipschitzConv, kernel: torch.Tensor, x: torch.Tensor) -> to
 def search_kernel_gradient_factor(module: LipschitzConv, input_shape, generator, restarts: int = 6, iterations: int = 60) -> float:
     """Search sup ‖∇_K ⟨g, conv_K(x)⟩‖ over unit x and unit output gradients g.
 
-    That norm equals sup over unit kernels V of the trilinear form ⟨g, conv_V(x)⟩, which is
-    maximised one argument at a time (each step is linear in its argument, so the value never
-    decreases), from a constant start and from random ones. The result is a lower bound on the
-    supremum: a value above the certified factor would break the bound.
+    That norm equals sup over unit kernels V of the trilinear form ⟨g, conv_V(x)⟩. The search
+    maximises it one argument at a time, from a constant start and from random ones. Each step
+    is linear in its argument, so the value never decreases. The result is a lower bound on the
+    supremum, so a value above the certified factor would break the bound.
     """
     weight_shape = module.weight.shape
     best = 0.0

@@ -10,7 +10,7 @@ import torch
 import lipc
 
 # Float32 rounding of logits, targets and δ may put a gradient a few ulps above the exact
-# constant; the checker's relative safety margin of 1e-4 on every sensitivity absorbs it.
+# constant. The checker's relative safety margin of 1e-4 on every sensitivity absorbs it.
 ROUNDING = 1 + 1e-6
 
 

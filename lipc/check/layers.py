@@ -144,7 +144,7 @@ PADDINGS = ("same", "valid", "circular")
 
 @dataclass(frozen=True)
 class ConvolutionAxis:
-    """How a convolution walks one spatial axis: sizes, padding, and coverage.
+    """The geometry of a convolution along one spatial axis: sizes, padding, and coverage.
 
     Output position p reads input positions p·stride + t − pad_before for t < kernel_size;
     with zero padding, positions outside [0, size) read zeros; with circular padding they
@@ -260,8 +260,8 @@ class Pooling(Layer):
     """Pooling over non-overlapping windows (window = stride) on every spatial axis.
 
     Each input position lies in at most one window, so the layer is 1-Lipschitz when each
-    window's map is: max is 1-Lipschitz in ℓ∞ and so in ℓ2; the scaled average
-    Σ_window x / sqrt(n) over n positions has gradient norm 1; the ℓ2 norm
+    window's map is. Max is 1-Lipschitz in ℓ∞ and so in ℓ2. The scaled average
+    Σ_window x / sqrt(n) over n positions has gradient norm 1. The ℓ2 norm
     sqrt(Σ_window x² + ε) has gradient norm below 1. Positions past the last whole window
     are dropped, which is a projection.
     """
@@ -270,7 +270,8 @@ class Pooling(Layer):
 
     @property
     def windows(self) -> int:
-        return math.prod(self.output_shape[1:]) * self.output_shape[0]
+        """The number of windows over all channels: one per output value."""
+        return math.prod(self.output_shape)
 
     def output_norm_bound(self, input_norm_bound: float) -> float:
         if self.kind == "l2pool":
@@ -359,17 +360,20 @@ class Residual(Layer):
 
     def parameter_sensitivities(self, input_norm_bound: float, output_gradient_bound: float) -> dict[str, float]:
         norms = self.inner_input_norm_bounds(input_norm_bound)
-        sensitivities = {}
+        gradients = [0.0] * len(self.inner)
         gradient = self.alpha * output_gradient_bound
         for index in reversed(range(len(self.inner))):
-            layer = self.inner[index]
-            for local, value in layer.parameter_sensitivities(norms[index], gradient).items():
-                sensitivities[f"{INNER_MODULE_NAME}.{layer.kind}_{index}.{local}"] = value
-            gradient *= layer.lipschitz_bound
-        return dict(sorted(sensitivities.items()))
+            gradients[index] = gradient
+            gradient *= self.inner[index].lipschitz_bound
+
+        sensitivities = {}
+        for index, (layer, name) in enumerate(zip(self.inner, self.inner_names())):
+            for local, value in layer.parameter_sensitivities(norms[index], gradients[index]).items():
+                sensitivities[f"{name}.{local}"] = value
+        return sensitivities
 
     def inner_names(self) -> list[str]:
-        """Each inner layer's module name, relative to the residual block."""
+        """Return each inner layer's module name, relative to the residual block."""
         return [f"{INNER_MODULE_NAME}.{layer.kind}_{index}" for index, layer in enumerate(self.inner)]
 
     def describe(self) -> str:
@@ -444,7 +448,7 @@ def _parse_dense(reader: ArgumentReader, decl: LayerDecl, input_shape: Shape) ->
 
 
 def _spatial_sizes(reader: ArgumentReader, decl: LayerDecl, input_shape: Shape, dimensions: int | None) -> tuple[int, ...]:
-    """The spatial sizes of a channels-first input with `dimensions` spatial axes (None: 1 or 2)."""
+    """Return the spatial sizes of a channels-first input with `dimensions` spatial axes (None: 1 or 2)."""
     allowed = (dimensions,) if dimensions else (1, 2)
     if len(input_shape) - 1 not in allowed:
         expected = " or ".join(f"[channels{', length' if d == 1 else ', height, width'}]" for d in allowed)
@@ -457,7 +461,7 @@ def _spatial_sizes(reader: ArgumentReader, decl: LayerDecl, input_shape: Shape, 
 
 
 def _per_axis(reader: ArgumentReader, name: str, default: int, dimensions: int) -> tuple[int, ...]:
-    """A whole number for every axis, or a list with one per axis."""
+    """Read a whole number for every axis, or a list with one per axis."""
     if reader.has(name) and isinstance(reader.values[name].value, ListValue):
         items = reader.values[name].value.items
         valid = len(items) == dimensions and all(isinstance(i, Number) and isinstance(i.value, int) and i.value >= 1 for i in items)

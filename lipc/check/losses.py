@@ -13,7 +13,7 @@ from lipc.check.arguments import ArgumentReader, end_location, spec_error
 from lipc.errors import Location, did_you_mean
 from lipc.lang.syntax import LossDecl, SpecFile
 
-# What the labels of a loss are: class indices, a binary label 0/1, or real targets.
+# Kinds of labels that a loss takes: class indices, a binary label 0/1, or real targets.
 CLASS_LABELS = "class"
 BINARY_LABELS = "binary"
 REGRESSION_TARGETS = "regression"
@@ -91,8 +91,8 @@ class HingeKRLoss:
     """Per-example hinge-Kantorovich–Rubinstein loss of one logit: −s·z + α·max(0, margin − s·z).
 
     s = 2y − 1 ∈ {−1, +1}. The batch form of this loss divides the KR term by in-batch class
-    counts, which makes one example's gradient depend on the others; here each example
-    weighs the same, so the loss is per example. Its derivative is −s or −s·(1 + α), so L = 1 + α.
+    counts, which makes one example's gradient depend on the others. Here each example has the
+    same weight, so the loss is per example. Its derivative is −s or −s·(1 + α), so L = 1 + α.
     """
 
     alpha: float

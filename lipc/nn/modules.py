@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from lipc.check.layers import L2_POOL_EPSILON
+
 # Projection targets this fraction below the budget: a matrix divided by its spectral norm
 # can land a rounding error above 1 in float32, never 1e-5 above it.
 PROJECTION_MARGIN = 1e-5
@@ -21,10 +23,6 @@ PROJECTION_MARGIN = 1e-5
 # Björck iterations run before the certified normalisation of a `bjorck` layer. They only
 # bring singular values towards 1; the normalisation after them is what certifies the layer.
 BJORCK_ITERATIONS = 15
-
-# Added under the square root of ℓ2-norm pooling, so that its gradient is defined at 0.
-L2_POOL_EPSILON = 1e-12
-
 
 def spectral_norm_upper_bound(matrix: torch.Tensor) -> float:
     """Largest singular value, computed exactly (up to float64 rounding) by an SVD in float64."""
@@ -62,14 +60,14 @@ def fft_operator_norm(weight: torch.Tensor, sizes: tuple[int, ...]) -> float:
     """Operator norm of the circular convolution with `weight` on a grid of `sizes`, in float64.
 
     The DFT block-diagonalises a multi-channel circular convolution, with the c_out × c_in
-    blocks K̂(ω), so its norm is max_ω ‖K̂(ω)‖₂. A convolution with zero padding, on the
-    padded input, is a subset of the output rows of the circular one on the padded size, and a
-    stride keeps a subset of rows, so this is an upper bound for them too.
+    blocks K̂(ω), so its norm is max_ω ‖K̂(ω)‖₂. On the padded input, a convolution with zero
+    padding keeps a subset of the output rows of the circular one on the padded size. A stride
+    keeps a subset of rows too, so this is an upper bound for both.
     """
     kernel = weight.detach().to(torch.float64)
     spatial = tuple(range(2, kernel.dim()))
     # For a real kernel K̂(−ω) is the complex conjugate of K̂(ω), with the same singular values,
-    # so the half spectrum of rfftn holds every value that the maximum needs.
+    # so the half spectrum from rfftn contains every value that the maximum needs.
     spectrum = torch.fft.rfftn(kernel, s=sizes, dim=spatial)
     blocks = spectrum.permute(*spatial, 0, 1).reshape(-1, kernel.shape[0], kernel.shape[1])
     return float(torch.linalg.matrix_norm(blocks, ord=2).max())
@@ -333,7 +331,7 @@ class LipschitzSequential(nn.Sequential):
         return constant
 
     def bound_methods(self) -> dict[str, str]:
-        """How each constrained layer's operator norm is certified, by module name."""
+        """Return, by module name, how each constrained layer's operator norm is certified."""
         return {name: module.bound_method() for name, module in self.named_modules() if hasattr(module, "bound_method")}
 
 
