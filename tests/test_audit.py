@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 import lipc
+from lipc.cli import main
 from lipc.nn.audit import audit_sensitivities
 
-from conftest import SPECS, run_lipc
+from conftest import SPECS
 
 
 def test_audit_within_and_near_bounds():
@@ -20,10 +21,16 @@ def test_audit_within_and_near_bounds():
     assert min(r.ratio for r in results) > 0.95
 
 
-def test_audit_option_prints_table(tmp_path):
-    result = run_lipc("compile", str(SPECS / "breast_cancer_mlp.lip"), "--audit", "--json", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
+def test_audit_option_prints_table(capsys):
+    assert main(["-q", "compile", str(SPECS / "breast_cancer_mlp.lip"), "--audit"]) == 0
+    output = capsys.readouterr().out
+    assert "audit: largest per-example gradient norm found by search, against each bound" in output
+    assert "dense_5.bias" in output.split("audit:")[1]
+
+
+def test_audit_option_in_json(capsys):
+    assert main(["-q", "compile", str(SPECS / "breast_cancer_mlp.lip"), "--audit", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
     assert [entry["name"] for entry in report["audit"]] == list(report["sensitivities"])
     for entry in report["audit"]:
         assert entry["worst"] <= entry["bound"]

@@ -29,6 +29,10 @@ def spectral_norm_upper_bound(matrix: torch.Tensor) -> float:
     return float(torch.linalg.matrix_norm(matrix.detach().to(torch.float64), ord=2))
 
 
+def frobenius_norm(tensor: torch.Tensor) -> float:
+    return float(tensor.detach().to(torch.float64).norm())
+
+
 def bjorck_orthogonalize(matrix: torch.Tensor, iterations: int = BJORCK_ITERATIONS) -> torch.Tensor:
     """Björck iterations W ← W·(1.5·I − 0.5·WᵀW) from W/‖W‖₂, in float64.
 
@@ -73,11 +77,20 @@ def fft_operator_norm(weight: torch.Tensor, sizes: tuple[int, ...]) -> float:
     return float(torch.linalg.matrix_norm(blocks, ord=2).max())
 
 
-def _normalise_(weight: torch.Tensor, bound: float) -> None:
-    """W ← W / max(1, U·(1 + margin)), so that the certified bound U becomes at most 1."""
-    scale = max(1.0, bound * (1.0 + PROJECTION_MARGIN))
-    if scale > 1.0:
-        weight.div_(scale)
+def _normalise_(weight: torch.Tensor, bound: float, rounding_gain: float) -> None:
+    """W ← W / s, with s chosen so that the stored weight's operator norm is at most 1/(1 + margin).
+
+    `bound` is a certified bound U on the operator norm of W. `rounding_gain` is R = c·‖W‖_F,
+    where c bounds the change of the operator norm per unit Frobenius norm of a weight error
+    (1 for a matrix, sqrt(m) for a convolution kernel). Dividing in the weight's dtype rounds s
+    and each entry with relative error at most eps, so the stored weight's operator norm is at
+    most (U + eps·R)·(1 + eps)/s.
+    """
+    if bound * (1.0 + PROJECTION_MARGIN) <= 1.0:
+        return
+    eps = torch.finfo(weight.dtype).eps
+    scale = (bound + eps * rounding_gain) * (1.0 + eps) * (1.0 + PROJECTION_MARGIN)
+    weight.div_(scale)
 
 
 def _project_bias_(bias: torch.Tensor, bias_norm: float) -> None:
@@ -149,7 +162,7 @@ class SpectralDense(nn.Module):
     def project_(self) -> None:
         if self.constraint == "bjorck":
             self.weight.copy_(bjorck_orthogonalize(self.weight))
-        _normalise_(self.weight, spectral_norm_upper_bound(self.weight))
+        _normalise_(self.weight, spectral_norm_upper_bound(self.weight), frobenius_norm(self.weight))
         if self.bias is not None:
             _project_bias_(self.bias, self.bias_norm)
 
@@ -217,7 +230,8 @@ class LipschitzConv(nn.Module):
         if self.constraint == "bjorck":
             reshaped = bjorck_orthogonalize(self.weight.flatten(1))
             self.weight.copy_(reshaped.reshape(self.weight.shape))
-        _normalise_(self.weight, self.certified_lipschitz())
+        # A kernel error E changes the operator norm by at most sqrt(m)·‖E_r‖₂ ≤ sqrt(m)·‖E‖_F.
+        _normalise_(self.weight, self.certified_lipschitz(), math.sqrt(self.max_coverage) * frobenius_norm(self.weight))
         if self.bias is not None:
             _project_bias_(self.bias, self.bias_norm)
 
