@@ -60,7 +60,7 @@ class CheckedSpec:
 
     @property
     def label_kind(self) -> str:
-        """What the loss takes as labels: class indices, binary labels or regression targets."""
+        """The kind of labels that the loss takes: class indices, binary labels or regression targets."""
         return self.loss.labels
 
     @property

@@ -55,7 +55,7 @@ class Argument:
 
 @dataclass(frozen=True)
 class LayerDecl:
-    """One layer line; `body` holds the inner layers of a block layer such as `residual`, else None."""
+    """One layer line. `body` contains the inner layers of a block layer such as `residual`, else None."""
 
     kind: str
     arguments: tuple[Argument, ...]
