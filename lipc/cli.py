@@ -71,6 +71,11 @@ def _build_parser() -> argparse.ArgumentParser:
     compile_parser.add_argument("spec", help="the .lip file")
     compile_parser.add_argument("--network", help="the network to compile, when the file defines several")
     compile_parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    compile_parser.add_argument(
+        "--audit",
+        action="store_true",
+        help="also search, for each parameter tensor, the largest per-example gradient norm at the initial weights, and print it against its bound",
+    )
 
     train_parser = commands.add_parser("train", help="train a network with clipless DP-SGD")
     train_parser.add_argument("spec", help="the .lip file")
@@ -96,11 +101,32 @@ def _compile_command(args) -> int:
 
     compiled = lipc.compile(args.spec, args.network)
     certified = compiled.certified_lipschitz()
+    methods = compiled.module.bound_methods()
+    audit = _audit(compiled, args) if args.audit else None
     if args.json:
-        print(json.dumps(bounds_as_dict(compiled.checked, certified), indent=2))
+        report = bounds_as_dict(compiled.checked, certified, methods)
+        if audit is not None:
+            report["audit"] = [dataclasses.asdict(result) for result in audit]
+        print(json.dumps(report, indent=2))
     else:
-        print(format_bounds_table(compiled.checked, certified))
+        print(format_bounds_table(compiled.checked, certified, methods))
+        if audit is not None:
+            from lipc.nn.audit import format_audit
+
+            print(format_audit(audit))
     return 0
+
+
+def _audit(compiled, args):
+    from lipc.errors import BoundViolation
+    from lipc.nn.audit import audit_sensitivities
+
+    results = audit_sensitivities(compiled, show_progress=not args.quiet)
+    exceeded = [result for result in results if result.worst > result.bound]
+    if exceeded:
+        names = ", ".join(f"{r.name} ({r.worst:.6g} > {r.bound:.6g})" for r in exceeded)
+        raise BoundViolation(f"per-example gradient norms above their bounds: {names}", hint="report this as a lipc bug, with the spec file")
+    return results
 
 
 def _train_command(args) -> int:

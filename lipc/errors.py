@@ -71,6 +71,10 @@ class UsageError(LipcError):
     """A command-line option with a nonsensical value."""
 
 
+class BoundViolation(LipcError):
+    """A measured value above the bound that lipc reported for it: a bug in lipc, not in the input."""
+
+
 def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
     """Return a hint naming the candidate closest to `word`, if any is close."""
     matches = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)

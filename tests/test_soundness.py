@@ -14,6 +14,7 @@ import torch
 from torch.func import functional_call, grad, vmap
 
 import lipc
+from lipc.check.losses import BINARY_LABELS, REGRESSION_TARGETS
 from lipc.privacy.noise import allocate_noise
 from lipc.train.trainer import private_step
 
@@ -33,6 +34,84 @@ network image {
     dense 4
 }
 loss cross_entropy temperature=2.0
+""",
+    "conv2d_strided": """\
+network conv2d_strided {
+    input shape=[2, 6, 6] clip_norm=2.0
+    conv2d 4 kernel=3 stride=2 padding=same bias_norm=0.3
+    maxmin
+    conv2d 4 kernel=2 padding=valid
+    abs
+    flatten
+    dense 3 bias_norm=0.1
+}
+loss cross_entropy temperature=0.5
+""",
+    "conv2d_circular_pooled": """\
+network conv2d_circular_pooled {
+    input shape=[1, 8, 8] clip_norm=1.0
+    conv2d 4 kernel=3 padding=circular bias_norm=0.2 constraint=bjorck
+    fullsort
+    avgpool 2
+    conv2d 4 kernel=[3, 1] padding=same
+    l2pool 2
+    centering channel
+    flatten
+    dense 4
+}
+loss hinge margin=0.5
+""",
+    "conv1d_regression": """\
+network conv1d_regression {
+    input shape=[1, 12] clip_norm=1.0
+    conv1d 4 kernel=5 stride=2 padding=valid bias_norm=0.5
+    groupsort 4
+    conv1d 2 kernel=3 padding=circular
+    global_l2pool
+    dense 1 bias_norm=0.5
+}
+loss squared_error target_bound=2.0
+""",
+    "residual_binary": """\
+network residual_binary {
+    input shape=[2, 4, 4] clip_norm=1.0
+    conv2d 4 kernel=3
+    residual alpha=0.3 {
+        conv2d 4 kernel=3 bias_norm=0.2
+        groupsort 2
+        residual alpha=0.5 {
+            conv2d 4 kernel=1 constraint=bjorck
+            relu
+        }
+    }
+    maxpool 2
+    global_avgpool
+    dense 1
+}
+loss binary_cross_entropy temperature=0.5
+""",
+    "mlp_huber": """\
+network mlp_huber {
+    input shape=[6] clip_norm=1.0
+    dense 8 bias_norm=0.5 constraint=bjorck
+    maxmin
+    centering
+    residual alpha=0.5 {
+        dense 8
+        abs
+    }
+    dense 2
+}
+loss huber delta=0.5
+""",
+    "mlp_hinge_kr": """\
+network mlp_hinge_kr {
+    input shape=[5] clip_norm=3.0
+    dense 6
+    groupsort 3
+    dense 1 bias_norm=1.0
+}
+loss hinge_kr alpha=5 margin=0.5
 """,
 }
 
@@ -90,7 +169,14 @@ def assert_within_bounds(compiled, inputs, labels, only: str | None = None):
         assert worst <= bound, f"{name}: per-example gradient norm {worst} exceeds its bound {bound}"
 
 
-def all_labels(compiled, count):
+def all_labels(compiled, count, generator=None):
+    """Every class in turn; for regression, random targets, many far beyond any target bound."""
+    if compiled.checked.label_kind == BINARY_LABELS:
+        return torch.arange(count) % 2
+    if compiled.checked.label_kind == REGRESSION_TARGETS:
+        generator = generator or torch.Generator().manual_seed(count)
+        scale = torch.linspace(0.1, 10.0, count).unsqueeze(1)
+        return scale * torch.randn(count, compiled.num_classes, generator=generator)
     return torch.arange(count) % compiled.num_classes
 
 
@@ -139,7 +225,7 @@ def test_gradients_bounded_after_training_steps(network):
 
     for _ in range(10):
         inputs = on_sphere(16, compiled.input_shape, compiled.input_clip_norm * 3, generator)
-        labels = torch.randint(compiled.num_classes, (16,), generator=generator)
+        labels = all_labels(compiled, 16, generator)[torch.randperm(16, generator=generator)]
         private_step(compiled, module, optimizer, parameters, allocation, inputs, labels, 16.0, generator)
         assert compiled.certified_lipschitz() <= 1.0
         probe = on_sphere(128, compiled.input_shape, compiled.input_clip_norm, generator)

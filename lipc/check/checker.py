@@ -6,8 +6,8 @@ import math
 from dataclasses import dataclass
 
 from lipc.check.arguments import end_location, spec_error
-from lipc.check.layers import Dense, InputLayer, Layer, parse_layer
-from lipc.check.losses import Loss, parse_loss
+from lipc.check.layers import InputLayer, Layer, parse_layer
+from lipc.check.losses import BINARY_LABELS, REGRESSION_TARGETS, Loss, parse_loss
 from lipc.check.training import TrainConfig, parse_train
 from lipc.errors import SpecError, did_you_mean
 from lipc.lang.syntax import NetworkDecl, SpecFile
@@ -55,7 +55,13 @@ class CheckedSpec:
 
     @property
     def num_classes(self) -> int:
+        """The number of outputs: logits of a classifier, or regression outputs."""
         return self.layers[-1].layer.output_shape[0]
+
+    @property
+    def label_kind(self) -> str:
+        """The kind of labels that the loss takes: class indices, binary labels or regression targets."""
+        return self.loss.labels
 
     @property
     def lipschitz_bound(self) -> float:
@@ -115,11 +121,17 @@ def _check_layers(spec: SpecFile, network: NetworkDecl) -> list[Layer]:
     return layers
 
 
-def _propagate_bounds(layers: list[Layer], loss: Loss) -> list[LayerBound]:
-    """Compute X_d forward from X_0 = clip_norm, then G_d backward from G_D = L."""
+def _input_norm_bounds(layers: list[Layer]) -> list[float]:
+    """X_{d-1} before each layer, then X_D after the last one, from X_0 = clip_norm."""
     input_norms = [math.inf]
     for layer in layers:
         input_norms.append(layer.output_norm_bound(input_norms[-1]))
+    return input_norms
+
+
+def _propagate_bounds(layers: list[Layer], loss: Loss) -> list[LayerBound]:
+    """Compute X_d forward from X_0 = clip_norm, then G_d backward from G_D = L."""
+    input_norms = _input_norm_bounds(layers)
 
     gradient_bounds = [0.0] * len(layers)
     gradient = loss.lipschitz
@@ -135,6 +147,19 @@ def _propagate_bounds(layers: list[Layer], loss: Loss) -> list[LayerBound]:
     return bounds
 
 
+def _check_output(spec: SpecFile, layers: list[Layer], loss: Loss) -> None:
+    output_shape = layers[-1].output_shape
+    if len(output_shape) == 1 and loss.min_outputs <= output_shape[0] and (loss.labels != BINARY_LABELS or output_shape[0] == 1):
+        return
+    if loss.labels == BINARY_LABELS:
+        expected, hint = "a single logit", "end the network with 'dense 1'"
+    elif loss.labels == REGRESSION_TARGETS:
+        expected, hint = "a vector of outputs", "end the network with a 'dense' layer as wide as the targets"
+    else:
+        expected, hint = "a vector of at least 2 logits", "end the network with a 'dense' layer as wide as the number of classes"
+    raise spec_error(spec, layers[-1].location, f"the network's output must be {expected} for {loss.kind}, but it has shape {list(output_shape)}", hint)
+
+
 def check_spec(spec: SpecFile, network_name: str | None = None) -> CheckedSpec:
     """Check `spec` and compute its bounds; raise SpecError at the first problem."""
     network = _select_network(spec, network_name)
@@ -142,18 +167,12 @@ def check_spec(spec: SpecFile, network_name: str | None = None) -> CheckedSpec:
     train_decl = _single(spec, spec.trains, "train")
 
     layers = _check_layers(spec, network)
-    loss = parse_loss(spec, loss_decl)
+    output_shape = layers[-1].output_shape
+    loss = parse_loss(spec, loss_decl, output_shape, _input_norm_bounds(layers)[-1])
     train = parse_train(spec, train_decl)
 
-    output_shape = layers[-1].output_shape
-    if len(output_shape) != 1 or output_shape[0] < 2:
-        raise spec_error(
-            spec,
-            layers[-1].location,
-            f"the network's output must be a vector of at least 2 logits for {loss.kind}, but it has shape {list(output_shape)}",
-            "end the network with a 'dense' layer as wide as the number of classes",
-        )
-    if not any(isinstance(layer, Dense) for layer in layers):
+    _check_output(spec, layers, loss)
+    if not any(layer.has_parameters for layer in layers):
         raise spec_error(spec, network.location, "the network has no trainable layer", "add a 'dense' layer")
 
     return CheckedSpec(spec, network.name, tuple(_propagate_bounds(layers, loss)), loss, train)

@@ -197,8 +197,11 @@ class _SyntaxTreeBuilder(Transformer):
         return tuple(item if isinstance(item, Argument) else Argument(None, item, item.location) for item in items)
 
     def layer(self, children):
-        kind, *arguments = self._content(children)
-        return LayerDecl(str(kind), self._arguments(arguments), self._at(kind))
+        has_body = any(isinstance(c, Token) and c.type == "LBRACE" for c in children)
+        kind, *rest = self._content(children)
+        arguments = [item for item in rest if not isinstance(item, LayerDecl)]
+        body = tuple(item for item in rest if isinstance(item, LayerDecl)) if has_body else None
+        return LayerDecl(str(kind), self._arguments(arguments), self._at(kind), body)
 
     def network(self, children):
         keyword = children[0]

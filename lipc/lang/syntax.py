@@ -55,9 +55,12 @@ class Argument:
 
 @dataclass(frozen=True)
 class LayerDecl:
+    """One layer line. `body` contains the inner layers of a block layer such as `residual`, else None."""
+
     kind: str
     arguments: tuple[Argument, ...]
     location: Location
+    body: tuple["LayerDecl", ...] | None = None
 
 
 @dataclass(frozen=True)
