@@ -90,6 +90,10 @@ def _build_parser() -> argparse.ArgumentParser:
     export_parser = commands.add_parser("export", help="export a trained run to ONNX")
     export_parser.add_argument("run", type=Path, help="the run folder written by 'lipc train'")
     export_parser.add_argument("-o", "--output", type=Path, help="the ONNX file to write (default: RUN/model.onnx)")
+
+    report_parser = commands.add_parser("report", help="write an HTML page and PNG charts describing a trained run")
+    report_parser.add_argument("run", type=Path, help="the run folder written by 'lipc train'")
+    report_parser.add_argument("-o", "--output", type=Path, help="the folder to write (default: RUN/report); replaced if it exists")
     return parser
 
 
@@ -160,6 +164,16 @@ def _data_overrides(args) -> dict:
     return {"data": source(args.data), "test_data": source(args.test_data), "label_column": args.label_column}
 
 
+def _report_command(args) -> int:
+    from lipc.report import write_report
+
+    report = write_report(args.run, args.output or args.run / "report")
+    print(f"wrote {report.html_path}")
+    for chart in report.chart_paths:
+        print(f"  {chart}")
+    return 0
+
+
 def _export_command(args) -> int:
     from lipc.export import export_run
 
@@ -172,7 +186,7 @@ def _export_command(args) -> int:
     return 0
 
 
-COMMANDS = {"compile": _compile_command, "train": _train_command, "export": _export_command}
+COMMANDS = {"compile": _compile_command, "train": _train_command, "export": _export_command, "report": _report_command}
 
 
 def main(argv: list[str] | None = None) -> int:
