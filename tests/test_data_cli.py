@@ -122,3 +122,20 @@ def test_bad_data_rejected_before_training(tmp_path, capsys, make_file):
     assert len(lines) == 2
     assert lines[1].startswith("hint: ")
     assert not (tmp_path / "runs").exists()
+
+
+def test_separate_test_data_option(tmp_path):
+    x, y = separable_arrays()
+    write_npz(tmp_path / "train.npz", x=x, y=y)
+    write_csv(tmp_path / "test.csv", x[:30], y[:30])
+    spec = write_spec(tmp_path)
+    arguments = ["--quiet", "train", spec, "--data", str(tmp_path / "train.npz"), "--test-data", str(tmp_path / "test.csv")]
+    assert main(arguments + ["--out", str(tmp_path / "run")]) == 0
+    assert json.loads((tmp_path / "run" / "ledger.json").read_text())["dataset_size"] == len(y)
+
+
+def test_builtin_data_option_shape(tmp_path, capsys, digits_spec):
+    assert main(["train", str(digits_spec), "--epsilon", "3", "--data", "wine", "--out", str(tmp_path / "run")]) == 1
+    error = capsys.readouterr().err.splitlines()[0]
+    assert error == "lipc: error: wine has examples of shape [13], but the network's input has shape [64]"
+    assert not (tmp_path / "run").exists()

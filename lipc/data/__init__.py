@@ -1,5 +1,7 @@
 """Data sets: built-in ones, and the user's own files, validated and preprocessed for a network."""
 
+import dataclasses
+
 from lipc.data.builtin import BUILTIN_LOADERS
 from lipc.data.dataset import DEFAULT_LABEL_COLUMN, Dataset, is_builtin, load_dataset
 from lipc.data.preprocess import L2Normalize, Normalize, PreprocessStep, Scale, Standardize
@@ -20,6 +22,17 @@ def load_training_data(config, input_shape: tuple[int, ...], num_classes: int) -
     )
 
 
+# Train settings that name the data; config.json records them as the run used them.
+DATA_SETTINGS = ("data", "test_data", "label_column", "allow_data_statistics")
+
+
+def load_run_dataset(saved_train: dict, compiled) -> Dataset:
+    """Reload the data of a finished run: settings from its config.json, preprocessing from its spec."""
+    recorded = {key: saved_train[key] for key in DATA_SETTINGS if key in saved_train}
+    config = dataclasses.replace(compiled.checked.train, **recorded)
+    return load_training_data(config, compiled.input_shape, compiled.num_classes)
+
+
 __all__ = [
     "BUILTIN_DATASETS",
     "DEFAULT_LABEL_COLUMN",
@@ -31,5 +44,6 @@ __all__ = [
     "Standardize",
     "is_builtin",
     "load_dataset",
+    "load_run_dataset",
     "load_training_data",
 ]

@@ -169,7 +169,12 @@ def _check_classes(train: Examples) -> None:
 
 
 def _split(examples: Examples) -> tuple[Examples, Examples]:
-    """Split 80/20 with a fixed seed, stratified by class when every class has two examples or more."""
+    """Split 80/20 with a fixed seed, stratified by class when every class has two examples or more.
+
+    NOTE: the (ε, δ) guarantee is about the training split. Adding or removing one row of the
+    source can move other rows between the splits, and test rows are not protected at all,
+    because their accuracy is published. Pass a separate test set for a fixed training set.
+    """
     from sklearn.model_selection import train_test_split
 
     _, counts = np.unique(examples.labels, return_counts=True)

@@ -7,7 +7,6 @@ guarantee; accuracy and certified accuracy are measured on held-out test data.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import html
 import logging
 import os
@@ -64,17 +63,12 @@ def write_report(run_dir: str | os.PathLike, output_dir: str | os.PathLike) -> R
 
 def certified_curve(run: SavedRun) -> CertifiedCurve:
     """Recompute certified accuracy on the run's test set at many radii, from its saved weights."""
-    from lipc.data import load_training_data
+    from lipc.data import load_run_dataset
     from lipc.train import evaluation
 
     try:
         compiled = load_compiled(run)
-        saved = run.config.get("train", {})
-        config = dataclasses.replace(
-            compiled.checked.train,
-            **{key: saved[key] for key in ("data", "test_data", "label_column", "allow_data_statistics") if key in saved},
-        )
-        dataset = load_training_data(config, compiled.input_shape, compiled.num_classes)
+        dataset = load_run_dataset(run.config.get("train", {}), compiled)
     except LipcError as error:
         logger.warning("cannot reload the test data of %s, so the certified accuracy chart shows the recorded points only: %s", run.path, error.message)
         return CertifiedCurve((), (), error.message)
