@@ -257,6 +257,15 @@ def test_infinite_row_in_csv(tmp_path):
     assert message_of(path) == f"line 7 of {path} has a NaN or infinite value"
 
 
+def test_csv_line_after_blank_line(tmp_path):
+    x, y = toy_arrays()
+    x[5, 1] = np.nan
+    path = write_csv(tmp_path / "data.csv", x, y)
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:3] + [""] + lines[3:]) + "\n")
+    assert message_of(path) == f"line 8 of {path} has a NaN or infinite value"
+
+
 def test_nan_in_test_split(tmp_path):
     x, y = toy_arrays()
     x_test = x[:5].copy()

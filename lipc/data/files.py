@@ -38,20 +38,20 @@ CIFAR_IMAGE_SHAPE = (3, 32, 32)
 class Examples:
     """Features and labels of one split, as read from `origin`.
 
-    Array formats count rows from 0, and row i of a CSV file sits on line `first_line + i`.
+    Array formats count rows from 0, and row i of a CSV file sits on line `line_numbers[i]`.
     A subset keeps, in `source_rows`, the row of the source that each of its rows came from.
     """
 
     features: np.ndarray
     labels: np.ndarray
     origin: str
-    first_line: int | None = None
+    line_numbers: np.ndarray | None = None
     source_rows: np.ndarray | None = None
 
     def row_name(self, index: int) -> str:
         row = int(self.source_rows[index]) if self.source_rows is not None else index
-        if self.first_line is not None:
-            return f"line {self.first_line + row} of {self.origin}"
+        if self.line_numbers is not None:
+            return f"line {int(self.line_numbers[row])} of {self.origin}"
         return f"row {row} of {self.origin}"
 
 
@@ -172,10 +172,16 @@ def read_csv(path: Path, label_column: str) -> SourceData:
     except OSError as error:
         raise _unreadable(path, error.strerror or str(error)) from None
 
+    # Record the line on which each row ends, so that messages name the line a user sees.
+    rows, line_numbers = [], []
+    reader = csv.reader(io.StringIO(text))
     try:
-        rows = list(csv.reader(io.StringIO(text)))
+        for row in reader:
+            if row:
+                rows.append(row)
+                line_numbers.append(reader.line_num)
     except csv.Error as error:
-        raise _unreadable(path, f"malformed CSV ({error})") from None
+        raise _unreadable(path, f"malformed CSV at line {reader.line_num} ({error})") from None
     if not rows:
         raise DataError(f"data file {path} is empty", hint="write a header row, then one row per example")
     header = [name.strip() for name in rows[0]]
@@ -185,36 +191,31 @@ def read_csv(path: Path, label_column: str) -> SourceData:
             hint="name the label column with label_column = \"NAME\" in the train block, or --label-column",
         )
     label_index = header.index(label_column)
+    rows, line_numbers = rows[1:], np.asarray(line_numbers[1:], dtype=np.int64)
 
-    # Line 1 is the header; blank lines are skipped, so each row keeps its own line number.
-    first_line = 2
-    features, labels = [], []
-    numbered_rows = [(number, row) for number, row in enumerate(rows[1:], start=first_line) if row]
-    for line, row in numbered_rows:
+    try:
+        # NumPy parses the strings in C; the loop below runs only to name a bad cell.
+        values = np.asarray(rows, dtype=np.float64).reshape(len(rows), len(header))
+    except ValueError:
+        values = _parse_rows(rows, line_numbers, header, path)
+    return SourceData(
+        Examples(np.delete(values, label_index, axis=1), values[:, label_index], str(path), line_numbers),
+        None,
+        "",
+    )
+
+
+def _parse_rows(rows: list[list[str]], line_numbers: np.ndarray, header: list[str], path: Path) -> np.ndarray:
+    """Parse cell by cell, raising a DataError on the first ragged row or non-numeric cell."""
+    values = []
+    for line, row in zip(line_numbers, rows):
         if len(row) != len(header):
             raise DataError(
                 f"line {line} of {path} has {len(row)} values, but the header has {len(header)} columns",
                 hint="give every row one value per column",
             )
-        values = [_parse_number(cell, path, line, header[column]) for column, cell in enumerate(row)]
-        labels.append(values.pop(label_index))
-        features.append(values)
-
-    line_numbers = [line for line, _ in numbered_rows]
-    if line_numbers and line_numbers != list(range(first_line, first_line + len(line_numbers))):
-        # Blank lines shift the numbering; fall back to row indices rather than report a wrong line.
-        first_line = None
-    feature_count = len(header) - 1
-    return SourceData(
-        Examples(
-            np.asarray(features, dtype=np.float64).reshape(len(features), feature_count),
-            np.asarray(labels, dtype=np.float64),
-            str(path),
-            first_line,
-        ),
-        None,
-        "",
-    )
+        values.append([_parse_number(cell, path, int(line), header[column]) for column, cell in enumerate(row)])
+    return np.asarray(values, dtype=np.float64)
 
 
 def _parse_number(cell: str, path: Path, line: int, column: str) -> float:
