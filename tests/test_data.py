@@ -168,6 +168,16 @@ def test_csv_label_column(tmp_path):
     assert sorted(map(tuple, train_and_test.round(5))) == sorted(map(tuple, x.astype(np.float32).round(5)))
 
 
+def test_csv_quoted_fields(tmp_path):
+    x, y = toy_arrays()
+    plain = write_csv(tmp_path / "plain.csv", x, y)
+    quoted = tmp_path / "quoted.csv"
+    quoted.write_text("\n".join(",".join(f'"{cell}"' for cell in line.split(",")) for line in plain.read_text().splitlines()) + "\n")
+    expected = load_dataset(str(plain), (FEATURES,), num_classes=CLASSES)
+    dataset = load_dataset(str(quoted), (FEATURES,), num_classes=CLASSES)
+    assert dataset.train_inputs.equal(expected.train_inputs)
+
+
 @pytest.mark.parametrize("compress", [True, False])
 def test_idx_folder(tmp_path, compress):
     folder = write_idx_folder(tmp_path / "mnist", compress)

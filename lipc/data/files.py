@@ -172,7 +172,12 @@ def read_csv(path: Path, label_column: str) -> SourceData:
     except OSError as error:
         raise _unreadable(path, error.strerror or str(error)) from None
 
-    # Record the line on which each row ends, so that messages name the line a user sees.
+    if '"' not in text:
+        fast = _read_plain_csv(text, path, label_column)
+        if fast is not None:
+            return fast
+
+    # Record the line on which each row ends, so that messages name the line of the file.
     rows, line_numbers = [], []
     reader = csv.reader(io.StringIO(text))
     try:
@@ -185,24 +190,51 @@ def read_csv(path: Path, label_column: str) -> SourceData:
     if not rows:
         raise DataError(f"data file {path} is empty", hint="write a header row, then one row per example")
     header = [name.strip() for name in rows[0]]
+    label_index = _label_index(header, label_column, path)
+    rows, line_numbers = rows[1:], np.asarray(line_numbers[1:], dtype=np.int64)
+
+    try:
+        values = np.asarray(rows, dtype=np.float64).reshape(len(rows), len(header))
+    except ValueError:
+        values = _parse_rows(rows, line_numbers, header, path)
+    return _csv_examples(values, label_index, path, line_numbers)
+
+
+def _read_plain_csv(text: str, path: Path, label_column: str) -> SourceData | None:
+    """Parse a CSV file without quoted fields with NumPy's C parser.
+
+    Return None when any line does not parse, so that the slower reader names the bad cell.
+    """
+    lines = text.splitlines()
+    line_numbers = [number for number, line in enumerate(lines, start=1) if line.strip()]
+    if not line_numbers:
+        raise DataError(f"data file {path} is empty", hint="write a header row, then one row per example")
+    header = [name.strip() for name in lines[line_numbers[0] - 1].split(",")]
+    label_index = _label_index(header, label_column, path)
+    row_lines = np.asarray(line_numbers[1:], dtype=np.int64)
+    if not len(row_lines):
+        return _csv_examples(np.empty((0, len(header))), label_index, path, row_lines)
+
+    try:
+        values = np.loadtxt(io.StringIO(text), delimiter=",", skiprows=line_numbers[0], ndmin=2, dtype=np.float64, comments=None)
+    except ValueError:
+        return None
+    if values.shape != (len(row_lines), len(header)):
+        return None
+    return _csv_examples(values, label_index, path, row_lines)
+
+
+def _label_index(header: list[str], label_column: str, path: Path) -> int:
     if label_column not in header:
         raise DataError(
             f"data file {path} has no column '{label_column}'; its columns are {', '.join(header)}",
             hint="name the label column with label_column = \"NAME\" in the train block, or --label-column",
         )
-    label_index = header.index(label_column)
-    rows, line_numbers = rows[1:], np.asarray(line_numbers[1:], dtype=np.int64)
+    return header.index(label_column)
 
-    try:
-        # NumPy parses the strings in C; the loop below runs only to name a bad cell.
-        values = np.asarray(rows, dtype=np.float64).reshape(len(rows), len(header))
-    except ValueError:
-        values = _parse_rows(rows, line_numbers, header, path)
-    return SourceData(
-        Examples(np.delete(values, label_index, axis=1), values[:, label_index], str(path), line_numbers),
-        None,
-        "",
-    )
+
+def _csv_examples(values: np.ndarray, label_index: int, path: Path, line_numbers: np.ndarray) -> SourceData:
+    return SourceData(Examples(np.delete(values, label_index, axis=1), values[:, label_index], str(path), line_numbers), None, "")
 
 
 def _parse_rows(rows: list[list[str]], line_numbers: np.ndarray, header: list[str], path: Path) -> np.ndarray:
