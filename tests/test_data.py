@@ -506,3 +506,10 @@ SPEC_ERRORS = [
 @pytest.mark.parametrize("settings, message, line, column", SPEC_ERRORS)
 def test_invalid_data_setting(settings, message, line, column):
     assert spec_message(settings) == (message, line, column)
+
+
+def test_csv_wide_missing_column(tmp_path):
+    path = tmp_path / "wide.csv"
+    path.write_text(",".join(f"p{i}" for i in range(20)) + ",digit\n" + ",".join(["0"] * 21) + "\n")
+    message = message_of(path, (20,))
+    assert message == f"data file {path} has no column 'label'; its columns are p0, p1, p2, p3, p4, p5, p6, p7, p8, p9 ... digit (21 columns)"

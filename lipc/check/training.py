@@ -10,15 +10,14 @@ from pathlib import Path
 import torch
 
 from lipc.check.arguments import ArgumentReader, describe_value, spec_error
-from lipc.data import DEFAULT_LABEL_COLUMN, L2Normalize, Normalize, PreprocessStep, Scale, Standardize
-from lipc.data import BUILTIN_DATASETS as DATA_SETS
+from lipc.data import BUILTIN_DATASETS, DEFAULT_LABEL_COLUMN, L2Normalize, Normalize, PreprocessStep, Scale, Standardize
+from lipc.data.preprocess import DATA_DEPENDENT_STEPS, PUBLIC_STEPS
 from lipc.errors import did_you_mean
 from lipc.lang.syntax import Argument, Call, ListValue, Name, Number, SpecFile, String, TrainDecl
 
 NOISE_STRATEGIES = ("global",)
 ACCOUNTANTS = ("rdp", "pld")
-BUILTIN_DATASETS = DATA_SETS
-PREPROCESS_STEPS = ("scale", "normalize", "l2_normalize", "standardize")
+PREPROCESS_STEPS = PUBLIC_STEPS + DATA_DEPENDENT_STEPS
 
 
 @dataclass(frozen=True)

@@ -224,10 +224,17 @@ def _read_plain_csv(text: str, path: Path, label_column: str) -> SourceData | No
     return _csv_examples(values, label_index, path, row_lines)
 
 
+# Columns named in a "no such column" message; a wide file's list is cut after these.
+COLUMNS_SHOWN = 10
+
+
 def _label_index(header: list[str], label_column: str, path: Path) -> int:
     if label_column not in header:
+        shown = ", ".join(header[:COLUMNS_SHOWN])
+        if len(header) > COLUMNS_SHOWN:
+            shown += f" ... {header[-1]} ({len(header)} columns)"
         raise DataError(
-            f"data file {path} has no column '{label_column}'; its columns are {', '.join(header)}",
+            f"data file {path} has no column '{label_column}'; its columns are {shown}",
             hint="name the label column with label_column = \"NAME\" in the train block, or --label-column",
         )
     return header.index(label_column)
