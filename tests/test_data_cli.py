@@ -139,3 +139,12 @@ def test_builtin_data_option_shape(tmp_path, capsys, digits_spec):
     error = capsys.readouterr().err.splitlines()[0]
     assert error == "lipc: error: wine has examples of shape [13], but the network's input has shape [64]"
     assert not (tmp_path / "run").exists()
+
+
+def test_export_of_csv_run(tmp_path, capsys):
+    x, y = separable_arrays()
+    write_csv(tmp_path / "mine.csv", x, y, label_column="kind")
+    spec = write_spec(tmp_path, 'data = "mine.csv"\n    label_column = "kind"')
+    assert main(["--quiet", "train", spec, "--out", str(tmp_path / "run")]) == 0
+    assert main(["--quiet", "export", str(tmp_path / "run")]) == 0
+    assert (tmp_path / "run" / "model.onnx").is_file()
