@@ -120,3 +120,12 @@ def test_report_renders_in_chromium(run_dir, tmp_path):
     assert pixels.shape == (SCREENSHOT_SIZE[1], SCREENSHOT_SIZE[0])
     # The charts put plotted colours well below the page's white: far more than text alone would.
     assert (pixels < 200).mean() > 0.02
+
+
+def test_report_warns_on_data_statistics(tmp_path):
+    x, y = separable_arrays()
+    write_npz(tmp_path / "mine.npz", x=x, y=y)
+    spec = write_spec(tmp_path, 'data = "mine.npz"\n    allow_data_statistics = true\n    preprocess = standardize')
+    assert main(["--quiet", "train", spec, "--out", str(tmp_path / "run")]) == 0
+    html = write_report(tmp_path / "run", tmp_path / "report").html_path.read_text(encoding="utf-8")
+    assert "The (ε, δ) guarantee does not cover that step." in html
