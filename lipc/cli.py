@@ -93,7 +93,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     report_parser = commands.add_parser("report", help="write an HTML page and PNG charts describing a trained run")
     report_parser.add_argument("run", type=Path, help="the run folder written by 'lipc train'")
-    report_parser.add_argument("-o", "--output", type=Path, help="the folder to write (default: RUN/report); replaced if it exists")
+    report_parser.add_argument("-o", "--output", type=Path, help="the folder to write (default: RUN/report); an earlier report there is replaced")
     return parser
 
 
