@@ -513,3 +513,12 @@ def test_csv_wide_missing_column(tmp_path):
     path.write_text(",".join(f"p{i}" for i in range(20)) + ",digit\n" + ",".join(["0"] * 21) + "\n")
     message = message_of(path, (20,))
     assert message == f"data file {path} has no column 'label'; its columns are p0, p1, p2, p3, p4, p5, p6, p7, p8, p9 ... digit (21 columns)"
+
+
+def test_overflow_after_preprocessing(tmp_path):
+    x, y = toy_arrays()
+    x[1, 0] = 1e10
+    path = write_npz(tmp_path / "data.npz", x=x, y=y, x_test=x[:6], y_test=y[:6])
+    # 1e10 · 1e30 exceeds the largest float32, about 3.4e38; the other rows stay below 1e30.
+    message = message_of(path, preprocess=(Scale(1e30),))
+    assert message == f"after preprocessing, row 1 of {path} has a NaN or infinite value"

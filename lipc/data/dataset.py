@@ -100,8 +100,10 @@ def load_dataset(
         train, test = _split(train)
 
     train_features, test_features = (np.asarray(e.features, dtype=np.float64).reshape((len(e.features),) + tuple(input_shape)) for e in (train, test))
-    train_features, test_features = apply_steps(preprocess, train_features, test_features)
-    train_features, test_features = train_features.astype(np.float32), test_features.astype(np.float32)
+    # An overflow becomes inf, or NaN, here: the check below reports its row, so NumPy need not warn.
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        train_features, test_features = apply_steps(preprocess, train_features, test_features)
+        train_features, test_features = train_features.astype(np.float32), test_features.astype(np.float32)
     for features, examples in ((train_features, train), (test_features, test)):
         _check_finite(features, examples, "after preprocessing, ", "check the constants of the preprocess setting")
 
