@@ -88,10 +88,17 @@ def _build_parser() -> argparse.ArgumentParser:
     train_parser.add_argument("--seed", type=_nonnegative_int, help="seed of initialisation, sampling and noise")
     train_parser.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda or cuda:N (default: auto)")
     train_parser.add_argument("--out", type=Path, help="run folder to create (default: runs/NETWORK-TIME)")
+    train_parser.add_argument("--data", help="built-in data set name, or a .npz or .csv file, an MNIST IDX file or folder, or a CIFAR-10 batch folder")
+    train_parser.add_argument("--test-data", help="a separate test set, in any format --data accepts")
+    train_parser.add_argument("--label-column", help="name of the label column of CSV data (default: label)")
 
     export_parser = commands.add_parser("export", help="export a trained run to ONNX")
     export_parser.add_argument("run", type=Path, help="the run folder written by 'lipc train'")
     export_parser.add_argument("-o", "--output", type=Path, help="the ONNX file to write (default: RUN/model.onnx)")
+
+    report_parser = commands.add_parser("report", help="write an HTML page and PNG charts describing a trained run")
+    report_parser.add_argument("run", type=Path, help="the run folder written by 'lipc train'")
+    report_parser.add_argument("-o", "--output", type=Path, help="the folder to write (default: RUN/report); an earlier report there is replaced")
     return parser
 
 
@@ -146,6 +153,7 @@ def _train_command(args) -> int:
         "batch_size": args.batch_size,
         "seed": args.seed,
     }
+    overrides.update(_data_overrides(args))
     config = dataclasses.replace(checked.train, **{k: v for k, v in overrides.items() if v is not None})
     if args.lr is not None:
         config = dataclasses.replace(config, optimizer=config.optimizer.with_learning_rate(args.lr))
@@ -170,6 +178,28 @@ def _train_command(args) -> int:
     return 0
 
 
+def _data_overrides(args) -> dict:
+    """Map --data, --test-data and --label-column to train settings; paths are read from the working folder."""
+    from lipc.data import is_builtin
+
+    def source(text: str | None) -> str | None:
+        if text is None or is_builtin(text):
+            return text
+        return str(Path(text).expanduser().absolute())
+
+    return {"data": source(args.data), "test_data": source(args.test_data), "label_column": args.label_column}
+
+
+def _report_command(args) -> int:
+    from lipc.report import write_report
+
+    report = write_report(args.run, args.output or args.run / "report")
+    print(f"wrote {report.html_path}")
+    for chart in report.chart_paths:
+        print(f"  {chart}")
+    return 0
+
+
 def _export_command(args) -> int:
     from lipc.export import export_run
 
@@ -182,7 +212,7 @@ def _export_command(args) -> int:
     return 0
 
 
-COMMANDS = {"compile": _compile_command, "train": _train_command, "export": _export_command}
+COMMANDS = {"compile": _compile_command, "train": _train_command, "export": _export_command, "report": _report_command}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,16 +5,19 @@ from __future__ import annotations
 import inspect
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
 from lipc.check.arguments import ArgumentReader, describe_value, spec_error
+from lipc.data import BUILTIN_DATASETS, DEFAULT_LABEL_COLUMN, L2Normalize, Normalize, PreprocessStep, Scale, Standardize
+from lipc.data.preprocess import DATA_DEPENDENT_STEPS, PUBLIC_STEPS
 from lipc.errors import did_you_mean
-from lipc.lang.syntax import Argument, Call, Name, Number, SpecFile, TrainDecl
+from lipc.lang.syntax import Argument, Call, ListValue, Name, Number, SpecFile, String, TrainDecl
 
 NOISE_STRATEGIES = ("global",)
 ACCOUNTANTS = ("rdp", "pld")
-BUILTIN_DATASETS = ("digits",)
+PREPROCESS_STEPS = PUBLIC_STEPS + DATA_DEPENDENT_STEPS
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,13 @@ class TrainConfig:
     accountant: str = "rdp"
     seed: int = 0
     certify_radii: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0)
+    # `data` is a built-in name or a path; a path in a spec is resolved from the spec's folder.
+    test_data: str | None = None
+    label_column: str = DEFAULT_LABEL_COLUMN
+    preprocess: tuple[PreprocessStep, ...] = ()
+    # Accept preprocessing that reads training-data statistics; the ledger then records
+    # that the privacy guarantee does not cover it.
+    allow_data_statistics: bool = False
 
 
 # Valid range of each numeric setting: (exclusive minimum, inclusive minimum, exclusive maximum).
@@ -125,10 +135,11 @@ def parse_train(spec: SpecFile, decl: TrainDecl | None) -> TrainConfig:
         return defaults
     arguments = [Argument(s.name, s.value, s.location) for s in decl.settings]
     keywords = ("data", "epochs", "batch_size", "optimizer", "epsilon", "delta", "noise", "accountant", "seed", "certify_radii")
+    keywords += DATA_KEYWORDS
     reader = ArgumentReader(spec, "train", decl.location, arguments, (), keywords)
 
     values = {
-        "data": reader.choice("data", BUILTIN_DATASETS, defaults.data),
+        "data": parse_data_source(spec, reader, "data", defaults.data),
         "epochs": reader.integer("epochs", defaults.epochs),
         "batch_size": reader.integer("batch_size", defaults.batch_size),
         "epsilon": reader.number("epsilon", defaults.epsilon),
@@ -146,5 +157,100 @@ def parse_train(spec: SpecFile, decl: TrainDecl | None) -> TrainConfig:
 
     optimizer = reader.call("optimizer", None)
     values["optimizer"] = parse_optimizer(spec, optimizer) if optimizer is not None else defaults.optimizer
+    values.update(parse_data_settings(spec, reader))
     return TrainConfig(**values)
 
+
+
+# Data and preprocessing settings ---------------------------------------------------------
+
+DATA_KEYWORDS = ("test_data", "label_column", "preprocess", "allow_data_statistics")
+
+
+def parse_data_source(spec: SpecFile, reader: ArgumentReader, name: str, default: str | None) -> str | None:
+    """Read a built-in data set (a name) or a data file (a "path", resolved from the spec's folder)."""
+    if not reader.has(name):
+        return default
+    argument = reader.values[name]
+    value = argument.value
+    if isinstance(value, String):
+        path = Path(value.value).expanduser()
+        spec_folder = Path(spec.path).parent
+        if not path.is_absolute() and spec_folder.is_dir():
+            path = spec_folder / path
+        return str(path.absolute())
+    if isinstance(value, Name) and value.value in BUILTIN_DATASETS:
+        return value.value
+    text = value.value if isinstance(value, Name) else None
+    hint = (did_you_mean(text, BUILTIN_DATASETS) if text else None) or (
+        f'use a built-in data set ({", ".join(BUILTIN_DATASETS)}) or a file path in quotes, as in {name} = "train.npz"'
+    )
+    raise spec_error(spec, argument.location, f"invalid {name} {describe_value(value)} for {reader.owner}", hint)
+
+
+def parse_data_settings(spec: SpecFile, reader: ArgumentReader) -> dict:
+    """Read the test set, the CSV label column and the preprocessing steps of a train block."""
+    settings = {"test_data": parse_data_source(spec, reader, "test_data", None)}
+
+    if reader.has("label_column"):
+        argument = reader.values["label_column"]
+        if not isinstance(argument.value, (String, Name)):
+            raise spec_error(spec, argument.location, f"label_column must be a column name, not {describe_value(argument.value)}", 'write label_column = "label"')
+        settings["label_column"] = argument.value.value
+
+    allow = False
+    if reader.has("allow_data_statistics"):
+        argument = reader.values["allow_data_statistics"]
+        if not (isinstance(argument.value, Name) and argument.value.value in ("true", "false")):
+            raise spec_error(spec, argument.location, f"allow_data_statistics must be true or false, not {describe_value(argument.value)}")
+        allow = argument.value.value == "true"
+    settings["allow_data_statistics"] = allow
+
+    steps = ()
+    if reader.has("preprocess"):
+        value = reader.values["preprocess"].value
+        items = value.items if isinstance(value, ListValue) else (value,)
+        steps = tuple(parse_preprocess_step(spec, item, allow) for item in items)
+    settings["preprocess"] = steps
+    return settings
+
+
+def parse_preprocess_step(spec: SpecFile, value, allow_data_statistics: bool) -> PreprocessStep:
+    """Read one step such as scale(factor=0.5), normalize(mean=[0.5], std=[0.25]) or l2_normalize."""
+    if not isinstance(value, (Call, Name)):
+        raise spec_error(spec, value.location, f"invalid preprocess step {describe_value(value)}", f"use one of {', '.join(PREPROCESS_STEPS)}, as in scale(factor=0.5)")
+    function = value.function if isinstance(value, Call) else value.value
+    if function not in PREPROCESS_STEPS:
+        hint = did_you_mean(function, PREPROCESS_STEPS) or f"use one of {', '.join(PREPROCESS_STEPS)}"
+        raise spec_error(spec, value.location, f"unknown preprocess step '{function}'", hint)
+    arguments = value.arguments if isinstance(value, Call) else ()
+
+    if function == "scale":
+        reader = ArgumentReader(spec, "scale", value.location, arguments, (), ("factor", "offset"))
+        factor = reader.number("factor")
+        if factor == 0:
+            raise spec_error(spec, reader.location_of("factor"), "scale option 'factor' must not be 0", "use the public constant that maps the data's range to about [0, 1]")
+        return Scale(factor, reader.number("offset", 0.0))
+
+    if function == "normalize":
+        reader = ArgumentReader(spec, "normalize", value.location, arguments, (), ("mean", "std"))
+        mean = reader.number_list("mean", minimum=-math.inf)
+        std = reader.number_list("std", minimum=-math.inf)
+        if not mean or len(mean) != len(std):
+            raise spec_error(spec, value.location, f"normalize needs as many means as standard deviations, at least one, not {len(mean)} and {len(std)}", "give one value per channel, as in normalize(mean=[0.5], std=[0.25])")
+        if min(std) <= 0:
+            raise spec_error(spec, reader.location_of("std"), f"normalize option 'std' must hold positive numbers, not {list(std)}")
+        return Normalize(mean, std)
+
+    if arguments:
+        raise spec_error(spec, value.location, f"preprocess step {function} takes no options", f"write {function}")
+    if function == "l2_normalize":
+        return L2Normalize()
+    if not allow_data_statistics:
+        raise spec_error(
+            spec,
+            value.location,
+            "preprocess step 'standardize' computes statistics of the private training data, which the privacy guarantee does not cover",
+            "use public constants (scale, normalize, l2_normalize), or set allow_data_statistics = true to accept that",
+        )
+    return Standardize()

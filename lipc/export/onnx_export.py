@@ -18,7 +18,7 @@ import torch
 from lipc import __version__
 from lipc.errors import RunError
 from lipc.logging_utils import quiet_loggers
-from lipc.train.data import load_dataset
+from lipc.data import load_run_dataset
 from lipc.train.run_folder import load_compiled, read_run
 
 logger = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ def export_run(run_dir: str | os.PathLike, output_path: str | os.PathLike) -> Ex
             hint="the weights were changed after training; train again",
         )
 
-    data = load_dataset(run.config["train"]["data"], compiled.input_shape)
+    data = load_run_dataset(run.config["train"], compiled)
     held_out = data.test_inputs
     metadata = _metadata(run, lipschitz_constant, compiled.input_clip_norm)
 

@@ -25,6 +25,8 @@ class PrivacyLedger:
     tensors: dict[str, dict[str, float]] = field(default_factory=dict)
     epsilon_after_epoch: list[float] = field(default_factory=list)
     preprocessing: str = ""
+    # False when preprocessing read statistics of the training data (allow_data_statistics).
+    preprocessing_covered_by_guarantee: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -25,7 +25,7 @@ from lipc.privacy.ledger import PrivacyLedger
 from lipc.privacy.noise import TensorNoise, add_noise_, allocate_noise
 from lipc.privacy.sampling import poisson_sample
 from lipc.train import evaluation
-from lipc.train.data import Dataset, load_dataset
+from lipc.train.data import Dataset, load_training_data
 from lipc.train.run_folder import check_run_dir_free, write_run
 
 logger = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ def train(compiled: CompiledNetwork, config: TrainConfig, run_dir: Path, device:
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
 
-    dataset = load_dataset(config.data, compiled.input_shape)
+    dataset = load_training_data(config, compiled.input_shape, compiled.num_classes)
     _check_data(compiled, dataset, config)
     dataset = dataset.to(target)
     dataset_size = len(dataset.train_labels)
@@ -140,6 +140,7 @@ def train(compiled: CompiledNetwork, config: TrainConfig, run_dir: Path, device:
         steps_planned=total_steps,
         tensors={name: dataclasses.asdict(noise) for name, noise in allocation.items()},
         preprocessing=dataset.preprocessing,
+        preprocessing_covered_by_guarantee=not dataset.uses_training_statistics,
     )
 
     module = compiled.module.to(target)

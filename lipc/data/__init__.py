@@ -1,0 +1,49 @@
+"""Data sets: built-in ones, and the user's own files, validated and preprocessed for a network."""
+
+import dataclasses
+
+from lipc.data.builtin import BUILTIN_LOADERS
+from lipc.data.dataset import DEFAULT_LABEL_COLUMN, Dataset, is_builtin, load_dataset
+from lipc.data.preprocess import L2Normalize, Normalize, PreprocessStep, Scale, Standardize
+
+BUILTIN_DATASETS = tuple(BUILTIN_LOADERS)
+
+
+def load_training_data(config, input_shape: tuple[int, ...], num_classes: int) -> Dataset:
+    """Load the data set that a TrainConfig names, for a network with `num_classes` outputs."""
+    return load_dataset(
+        config.data,
+        input_shape,
+        num_classes=num_classes,
+        label_column=config.label_column,
+        test_source=config.test_data,
+        preprocess=config.preprocess,
+        allow_data_statistics=config.allow_data_statistics,
+    )
+
+
+# Train settings that name the data; config.json records them as the run used them.
+DATA_SETTINGS = ("data", "test_data", "label_column", "allow_data_statistics")
+
+
+def load_run_dataset(saved_train: dict, compiled) -> Dataset:
+    """Reload the data of a finished run: settings from its config.json, preprocessing from its spec."""
+    recorded = {key: saved_train[key] for key in DATA_SETTINGS if key in saved_train}
+    config = dataclasses.replace(compiled.checked.train, **recorded)
+    return load_training_data(config, compiled.input_shape, compiled.num_classes)
+
+
+__all__ = [
+    "BUILTIN_DATASETS",
+    "DEFAULT_LABEL_COLUMN",
+    "Dataset",
+    "L2Normalize",
+    "Normalize",
+    "PreprocessStep",
+    "Scale",
+    "Standardize",
+    "is_builtin",
+    "load_dataset",
+    "load_run_dataset",
+    "load_training_data",
+]
