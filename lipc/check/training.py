@@ -11,9 +11,9 @@ import torch
 from lipc.check.arguments import ArgumentReader, describe_value, spec_error
 from lipc.errors import did_you_mean
 from lipc.lang.syntax import Argument, Call, Name, Number, SpecFile, TrainDecl
-
-NOISE_STRATEGIES = ("global",)
-ACCOUNTANTS = ("rdp", "pld")
+from lipc.privacy.accounting import ACCOUNTANTS
+from lipc.privacy.noise import NOISE_STRATEGIES
+from lipc.privacy.sampling import SAMPLING_METHODS
 BUILTIN_DATASETS = ("digits",)
 
 
@@ -53,6 +53,7 @@ class TrainConfig:
     delta: float = 1e-5
     noise: str = "global"
     accountant: str = "rdp"
+    sampling: str = "poisson"
     seed: int = 0
     certify_radii: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0)
 
@@ -65,6 +66,8 @@ SETTING_RANGES: dict[str, tuple[float | None, float | None, float | None]] = {
     "delta": (0.0, None, 1.0),
     "seed": (None, 0, None),
     "lr": (0.0, None, None),
+    "noise_multiplier": (0.0, None, None),
+    "dataset_size": (None, 1, None),
 }
 
 
@@ -124,7 +127,7 @@ def parse_train(spec: SpecFile, decl: TrainDecl | None) -> TrainConfig:
     if decl is None:
         return defaults
     arguments = [Argument(s.name, s.value, s.location) for s in decl.settings]
-    keywords = ("data", "epochs", "batch_size", "optimizer", "epsilon", "delta", "noise", "accountant", "seed", "certify_radii")
+    keywords = ("data", "epochs", "batch_size", "optimizer", "epsilon", "delta", "noise", "accountant", "sampling", "seed", "certify_radii")
     reader = ArgumentReader(spec, "train", decl.location, arguments, (), keywords)
 
     values = {
@@ -135,6 +138,7 @@ def parse_train(spec: SpecFile, decl: TrainDecl | None) -> TrainConfig:
         "delta": reader.number("delta", defaults.delta),
         "noise": reader.choice("noise", NOISE_STRATEGIES, defaults.noise),
         "accountant": reader.choice("accountant", ACCOUNTANTS, defaults.accountant),
+        "sampling": reader.choice("sampling", SAMPLING_METHODS, defaults.sampling),
         "seed": reader.integer("seed", defaults.seed),
         "certify_radii": reader.number_list("certify_radii", defaults.certify_radii),
     }
