@@ -51,7 +51,7 @@ class TrainConfig:
     optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig("Adam"))
     epsilon: float | None = None
     delta: float = 1e-5
-    noise: str = "global"
+    noise: str = "least_energy"
     accountant: str = "rdp"
     sampling: str = "poisson"
     seed: int = 0

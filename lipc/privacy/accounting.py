@@ -32,7 +32,8 @@ ACCOUNTANT_NAMES = {"rdp": "RDP", "pld": "PLD"}
 MIN_NOISE_MULTIPLIER = 0.05
 MAX_NOISE_MULTIPLIER = 1e4
 
-# Absolute tolerance of dp-accounting's search for the noise multiplier.
+# Tolerance of dp-accounting's search for the noise multiplier, relative to the lower end of
+# the search interval.
 CALIBRATION_TOLERANCE = 1e-4
 
 # dp-accounting's default PLD grid step. A coarser step costs less time and memory; the PLD
@@ -169,22 +170,19 @@ def compute_epsilon(
         return float(engine.get_epsilon(delta))
 
 
-def warn_if_order_at_grid_edge(sampling_rate: float, noise_multiplier: float, steps: int, delta: float) -> float | None:
-    """Warn when the best RDP order is the smallest or largest of the grid; return that order.
+def warn_if_order_at_grid_edge(order: float) -> bool:
+    """Warn when the best RDP order is the smallest or largest of the grid.
 
     ε is still an upper bound there, but orders beyond the grid might give a smaller one.
     """
-    if steps == 0:
-        return None
-    _, order = rdp_epsilon_and_order(sampling_rate, noise_multiplier, steps, delta)
     orders = rdp_privacy_accountant.DEFAULT_RDP_ORDERS
-    if order in (min(orders), max(orders)):
-        logger.warning(
-            "the best RDP order, %g, is at the edge of dp-accounting's order grid [%g, %g]: ε is valid but may be loose; "
-            "--accountant pld gives a tighter value", order, min(orders), max(orders),
-        )
-        return order
-    return None
+    if order not in (min(orders), max(orders)):
+        return False
+    logger.warning(
+        "the best RDP order, %g, is at the edge of dp-accounting's order grid [%g, %g]: ε is valid but may be loose; "
+        "--accountant pld gives a tighter value", order, min(orders), max(orders),
+    )
+    return True
 
 
 def _calibrate(accountant: str, target_epsilon: float, delta: float, sampling_rate: float, steps: int, lower: float, upper: float, pld_discretization: float) -> float:
@@ -195,8 +193,38 @@ def _calibrate(accountant: str, target_epsilon: float, delta: float, sampling_ra
             target_epsilon,
             delta,
             dp_accounting.ExplicitBracketInterval(lower, upper),
-            tol=CALIBRATION_TOLERANCE,
+            tol=CALIBRATION_TOLERANCE * lower,
         ))
+
+
+def _bracket_rdp(target_epsilon: float, delta: float, sampling_rate: float, steps: int) -> tuple[float, float] | None:
+    """Find [σ, 2σ] with RDP ε above the target at σ and within it at 2σ, starting at σ = 1.
+
+    Returns None when even MIN_NOISE_MULTIPLIER meets the target; raises when
+    MAX_NOISE_MULTIPLIER does not.
+    """
+
+    def meets(noise_multiplier: float) -> bool:
+        return compute_epsilon(sampling_rate, noise_multiplier, steps, delta) <= target_epsilon
+
+    noise_multiplier = 1.0
+    if meets(noise_multiplier):
+        while not noise_multiplier / 2 < MIN_NOISE_MULTIPLIER:
+            noise_multiplier /= 2
+            if not meets(noise_multiplier):
+                return noise_multiplier, 2 * noise_multiplier
+        return None if meets(MIN_NOISE_MULTIPLIER) else (MIN_NOISE_MULTIPLIER, noise_multiplier)
+
+    while noise_multiplier < MAX_NOISE_MULTIPLIER:
+        upper = min(2 * noise_multiplier, MAX_NOISE_MULTIPLIER)
+        if meets(upper):
+            return noise_multiplier, upper
+        noise_multiplier = upper
+    raise UsageError(
+        f"no noise multiplier up to {MAX_NOISE_MULTIPLIER:g} reaches ε = {target_epsilon:g} at δ = {delta:g} "
+        f"with {steps} steps at sampling rate {sampling_rate:.4g}",
+        hint="raise epsilon or delta, or train for fewer epochs",
+    )
 
 
 # Factor by which the PLD search lowers its lower end until ε exceeds the target there.
@@ -211,7 +239,7 @@ def calibrate_noise_multiplier(
     accountant: str = "rdp",
     pld_discretization: float | None = None,
 ) -> float:
-    """Smallest noise multiplier (to a tolerance of 1e-4) whose ε is at most `target_epsilon`.
+    """Smallest noise multiplier (to a relative tolerance of 1e-4) whose ε is at most `target_epsilon`.
 
     Uses dp-accounting's `calibrate_dp_mechanism`, then checks the result with the same
     accountant and raises it slightly if the search ended on the wrong side of the target.
@@ -224,17 +252,12 @@ def calibrate_noise_multiplier(
         raise UsageError("no steps to calibrate the noise for", hint="train for at least one step")
 
     # RDP first: cheap at any noise level, and an upper bound on what PLD needs.
-    if compute_epsilon(sampling_rate, MAX_NOISE_MULTIPLIER, steps, delta) > target_epsilon:
-        raise UsageError(
-            f"no noise multiplier up to {MAX_NOISE_MULTIPLIER:g} reaches ε = {target_epsilon:g} at δ = {delta:g} "
-            f"with {steps} steps at sampling rate {sampling_rate:.4g}",
-            hint="raise epsilon or delta, or train for fewer epochs",
-        )
-    if compute_epsilon(sampling_rate, MIN_NOISE_MULTIPLIER, steps, delta) <= target_epsilon:
+    bracket = _bracket_rdp(target_epsilon, delta, sampling_rate, steps)
+    if bracket is None:
         noise_multiplier = MIN_NOISE_MULTIPLIER
         logger.warning("noise multiplier %g, the smallest lipc searches, already meets ε = %g", MIN_NOISE_MULTIPLIER, target_epsilon)
     else:
-        noise_multiplier = _calibrate("rdp", target_epsilon, delta, sampling_rate, steps, MIN_NOISE_MULTIPLIER, MAX_NOISE_MULTIPLIER, DEFAULT_PLD_INTERVAL)
+        noise_multiplier = _calibrate("rdp", target_epsilon, delta, sampling_rate, steps, *bracket, DEFAULT_PLD_INTERVAL)
 
     if pld_discretization is None:
         pld_discretization = pld_interval(target_epsilon, steps)

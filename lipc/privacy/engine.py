@@ -36,7 +36,7 @@ class PrivacyEngine:
         epochs: int,
         epsilon: float,
         delta: float = 1e-5,
-        noise: str = "global",
+        noise: str = "least_energy",
         accountant: str = "rdp",
         seed: int = 0,
     ) -> None:

@@ -21,6 +21,7 @@ from lipc.privacy.accounting import (
     check_privacy_parameters,
     compute_epsilon,
     pld_interval,
+    rdp_epsilon_and_order,
     warn_if_order_at_grid_edge,
 )
 
@@ -88,6 +89,15 @@ def _check_noise_multiplier(noise_multiplier: float) -> None:
         raise UsageError(f"noise multiplier must be a positive finite number, not {noise_multiplier:g}", hint="use a noise multiplier such as 1.0")
 
 
+def _spent_with_warning(sampling_rate: float, noise_multiplier: float, steps: int, delta: float, accountant: str, pld_discretization: float | None) -> float:
+    """ε of the answer; with RDP, also warn when its best order is at the edge of the grid."""
+    if accountant == "rdp":
+        epsilon, order = rdp_epsilon_and_order(sampling_rate, noise_multiplier, steps, delta)
+        warn_if_order_at_grid_edge(order)
+        return epsilon
+    return compute_epsilon(sampling_rate, noise_multiplier, steps, delta, accountant, pld_discretization)
+
+
 def noise_multiplier_for_epsilon(epsilon: float, delta: float, dataset_size: int, batch_size: int, epochs: int, accountant: str = "rdp") -> PrivacyPlan:
     """Return the smallest noise multiplier whose run of `epochs` epochs spends at most ε."""
     sampling_rate = _check_question(dataset_size, batch_size, epsilon, delta, accountant)
@@ -95,9 +105,7 @@ def noise_multiplier_for_epsilon(epsilon: float, delta: float, dataset_size: int
     per_epoch = steps_per_epoch(dataset_size, batch_size)
     steps = epochs * per_epoch
     noise_multiplier = calibrate_noise_multiplier(epsilon, delta, sampling_rate, steps, accountant)
-    spent = compute_epsilon(sampling_rate, noise_multiplier, steps, delta, accountant, pld_interval(epsilon, steps))
-    if accountant == "rdp":
-        warn_if_order_at_grid_edge(sampling_rate, noise_multiplier, steps, delta)
+    spent = _spent_with_warning(sampling_rate, noise_multiplier, steps, delta, accountant, pld_interval(epsilon, steps))
     return PrivacyPlan(accountant, dataset_size, batch_size, sampling_rate, per_epoch, epochs, steps, noise_multiplier, spent, delta)
 
 
@@ -108,9 +116,7 @@ def epsilon_for_noise_multiplier(noise_multiplier: float, delta: float, dataset_
     _check_noise_multiplier(noise_multiplier)
     per_epoch = steps_per_epoch(dataset_size, batch_size)
     steps = epochs * per_epoch
-    spent = compute_epsilon(sampling_rate, noise_multiplier, steps, delta, accountant)
-    if accountant == "rdp":
-        warn_if_order_at_grid_edge(sampling_rate, noise_multiplier, steps, delta)
+    spent = _spent_with_warning(sampling_rate, noise_multiplier, steps, delta, accountant, None)
     return PrivacyPlan(accountant, dataset_size, batch_size, sampling_rate, per_epoch, epochs, steps, noise_multiplier, spent, delta)
 
 
@@ -161,12 +167,11 @@ def max_epochs_for_budget(noise_multiplier: float, epsilon: float, delta: float,
         epochs = largest_within_budget("pld", epochs)
 
     steps = epochs * per_epoch
-    if accountant == "rdp":
-        warn_if_order_at_grid_edge(sampling_rate, noise_multiplier, steps, delta)
+    spent_at_answer = _spent_with_warning(sampling_rate, noise_multiplier, steps, delta, accountant, discretization["pld"])
     capped = epochs >= MAX_PLANNED_EPOCHS
     if capped:
         logger.warning("the budget allows at least %d epochs, the most lipc searches", MAX_PLANNED_EPOCHS)
     return PrivacyPlan(
         accountant, dataset_size, batch_size, sampling_rate, per_epoch, epochs, steps, noise_multiplier,
-        spent(epochs, accountant), delta, epochs_capped=capped,
+        spent_at_answer, delta, epochs_capped=capped,
     )
