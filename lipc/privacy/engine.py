@@ -1,7 +1,7 @@
 """lipc's privacy engine for users who write their own training loop.
 
-`PrivacyEngine` calibrates the noise for a privacy target, draws Poisson batches, and, at each
-step, adds the allocated Gaussian noise to the gradients, lets the optimizer update the
+`PrivacyEngine` calibrates the noise for a privacy target and draws Poisson batches. At each
+step it adds the allocated Gaussian noise to the gradients, lets the optimizer update the
 weights, projects them back onto their constraints, and counts the step for accounting.
 The guarantee holds only if the loop draws every batch with `sample_batch`, computes its
 loss with `batch_loss` (summed over the batch, divided by the expected batch size), and
@@ -91,7 +91,7 @@ class PrivacyEngine:
         return poisson_sample(self.ledger.dataset_size, self.ledger.sampling_rate, self.generator, device)
 
     def batch_loss(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The loss of a batch: per-example losses summed, divided by the expected batch size B.
+        """Compute the loss of a batch: per-example losses summed, divided by the expected batch size B.
 
         Dividing by B rather than the realised batch size, which is private, keeps one
         example's influence at most Δ/B. An empty batch gives a zero loss.

@@ -27,7 +27,7 @@ from lipc.privacy.accounting import (
 
 logger = logging.getLogger(__name__)
 
-# Largest number of epochs the epochs question searches; a plan that allows more says so.
+# Largest number of epochs the epochs question searches; a plan that reaches it is marked `epochs_capped`.
 MAX_PLANNED_EPOCHS = 1_000_000
 
 
@@ -90,7 +90,7 @@ def _check_noise_multiplier(noise_multiplier: float) -> None:
 
 
 def _spent_with_warning(sampling_rate: float, noise_multiplier: float, steps: int, delta: float, accountant: str, pld_discretization: float | None) -> float:
-    """ε of the answer; with RDP, also warn when its best order is at the edge of the grid."""
+    """Compute the ε of a plan; with RDP, also warn when its best order is at the edge of the grid."""
     if accountant == "rdp":
         epsilon, order = rdp_epsilon_and_order(sampling_rate, noise_multiplier, steps, delta)
         warn_if_order_at_grid_edge(order)

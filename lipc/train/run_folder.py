@@ -38,28 +38,6 @@ def check_run_dir_free(run_dir: Path) -> None:
         raise RunError(f"run folder already exists: {run_dir}", hint="choose another --out, or remove the old run")
 
 
-def write_run(run_dir: Path, spec_source: str, config: dict, state_dict: dict, metrics: dict, ledger: dict) -> None:
-    """Write every file into a temporary folder beside `run_dir`, then rename it into place."""
-    check_run_dir_free(run_dir)
-    parent = run_dir.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.", dir=parent))
-    except OSError as error:
-        raise RunError(f"cannot create the run folder in {parent}: {error.strerror}", hint="choose a writable --out") from None
-
-    try:
-        (staging / SPEC_FILE).write_text(spec_source, encoding="utf-8")
-        (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        (staging / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-        (staging / LEDGER_FILE).write_text(json.dumps(ledger, indent=2) + "\n", encoding="utf-8")
-        torch.save(state_dict, staging / WEIGHTS_FILE)
-        os.rename(staging, run_dir)
-    except OSError as error:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise RunError(f"cannot write the run folder {run_dir}: {error.strerror}", hint="check the disk space and permissions") from None
-
-
 def _fsync_directory(directory: Path) -> None:
     descriptor = os.open(directory, os.O_RDONLY)
     try:

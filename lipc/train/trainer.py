@@ -256,7 +256,7 @@ def _build_optimizer(module: torch.nn.Module, allocation: dict[str, TensorNoise]
 
 
 def _epoch_batches(session: _Session, generator: torch.Generator, steps: int):
-    """Yield the index tensor of each step's batch, drawn as the run's sampling method says."""
+    """Yield the index tensor of each step's batch, drawn with the run's sampling method."""
     dataset_size = len(session.dataset.train_labels)
     if session.config.sampling == "shuffle":
         yield from shuffled_batches(dataset_size, session.config.batch_size, steps, generator, session.device)
