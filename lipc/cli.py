@@ -111,11 +111,13 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_privacy_method_options(parser: argparse.ArgumentParser) -> None:
+def _add_privacy_method_options(parser: argparse.ArgumentParser, sampling: bool = True) -> None:
     from lipc.privacy.noise import NOISE_STRATEGIES
 
     parser.add_argument("--noise", choices=NOISE_STRATEGIES, help="how noise is split across parameter tensors (default: the spec's)")
     parser.add_argument("--accountant", choices=["rdp", "pld"], help="dp-accounting accountant: rdp or pld (default: the spec's)")
+    if not sampling:
+        return
     parser.add_argument(
         "--sampling", choices=["poisson", "shuffle"],
         help="poisson (default; the only sampling the reported ε covers) or shuffle (fixed-size batches; ε is then labelled as not covering the run)",
@@ -127,7 +129,7 @@ def _add_privacy_target_options(parser: argparse.ArgumentParser, prefix: str) ->
     parser.add_argument("--delta", type=_float_in("delta"), help="δ of the (ε, δ) guarantee (default: the spec's)")
     parser.add_argument("--epochs", type=_positive_int, help="number of epochs (default: the spec's)")
     parser.add_argument("--batch-size", type=_positive_int, help="expected batch size B (default: the spec's)")
-    _add_privacy_method_options(parser)
+    _add_privacy_method_options(parser, sampling=False)
 
 
 def _config_with_overrides(config, args):
@@ -151,7 +153,7 @@ def _compile_privacy(compiled, args) -> tuple[dict, str] | None:
     if config.epsilon is None:
         return None
     dataset_size = len(load_dataset(config.data, compiled.input_shape).train_labels)
-    plan = noise_multiplier_for_epsilon(config.epsilon, config.delta, dataset_size, min(config.batch_size, dataset_size), config.epochs, config.accountant)
+    plan = noise_multiplier_for_epsilon(config.epsilon, config.delta, dataset_size, config.batch_size, config.epochs, config.accountant)
     sizes = parameter_sizes(compiled.module)
     allocation = allocate_noise(compiled.sensitivities, plan.noise_multiplier, float(config.batch_size), config.noise, sizes)
     as_dict = {

@@ -38,8 +38,9 @@ CALIBRATION_TOLERANCE = 1e-4
 
 # dp-accounting's default PLD grid step. A coarser step costs less time and memory; the PLD
 # stays a pessimistic (upper-bound) discretisation at any step, so only tightness is lost.
-# Each of T compositions can round the privacy loss up by at most one step, so a step of
-# PLD_RELATIVE_RESOLUTION·ε/T loosens ε by at most about that fraction of ε.
+# NOTE: the looseness estimate is a heuristic, not a proven bound: each of T compositions
+# rounds the privacy loss up by at most one step, so a step of PLD_RELATIVE_RESOLUTION·ε/T
+# should loosen ε by about that fraction of ε. Soundness does not depend on it.
 DEFAULT_PLD_INTERVAL = 1e-4
 PLD_RELATIVE_RESOLUTION = 1e-3
 

@@ -29,6 +29,7 @@ def poisson_sample(num_examples: int, sampling_rate: float, generator: torch.Gen
     return mask.nonzero(as_tuple=True)[0]
 
 
+# NOTE: no accountant here covers shuffled batches; their ε is the Poisson one, labelled as such.
 def shuffled_batches(num_examples: int, batch_size: int, num_batches: int, generator: torch.Generator, device: torch.device) -> list[torch.Tensor]:
     """`num_batches` batches of `batch_size` indices from one random permutation, wrapping around if needed."""
     permutation = torch.randperm(num_examples, generator=generator, device=device)
