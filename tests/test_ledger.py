@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import lipc
+from lipc.errors import RunError
 from lipc.privacy import sampling
 from lipc.privacy.accounting import compute_epsilon
 from lipc.train import trainer
@@ -245,3 +246,22 @@ def test_shuffled_batches_labelled_everywhere(spec, tmp_path):
 
 def test_poisson_is_the_default(uninterrupted):
     assert read_ledger(uninterrupted)["epsilon_label"] == "Poisson sampling at rate q, as the run used"
+
+
+def test_resume_rejects_noise_below_sensitivity(spec, tmp_path, monkeypatch):
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "private_step", interrupt)
+    compiled = lipc.compile(spec)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(compiled, compiled.checked.train, tmp_path / "run", device="cpu", show_progress=False)
+    monkeypatch.undo()
+
+    # A ledger whose noise was sized for a smaller bound than the spec now proves.
+    ledger = read_ledger(tmp_path / "run")
+    ledger["tensors"]["dense_1.weight"]["sensitivity"] /= 2
+    (tmp_path / "run" / LEDGER_FILE).write_text(json.dumps(ledger))
+    with pytest.raises(RunError) as caught:
+        trainer.resume(tmp_path / "run", device="cpu", show_progress=False)
+    assert caught.value.message.startswith("the sensitivity of dense_1.weight is now 14.14")

@@ -223,6 +223,14 @@ def resume(run_dir: Path, device: str = "auto", show_progress: bool = True) -> T
     dataset = _load_data(compiled, config, target)
 
     allocation = {name: TensorNoise(**values) for name, values in ledger.tensors.items()}
+    # The noise was sized to the sensitivities recorded at the start; a version of lipc that
+    # proves larger bounds for the same spec would make that noise too small.
+    hint = "resume with the lipc version that started the run, or train a new run"
+    for name, bound in compiled.sensitivities.items():
+        if name not in allocation:
+            raise RunError(f"parameter {name} has no noise in the ledger of {run.path}", hint=hint)
+        if bound > allocation[name].sensitivity:
+            raise RunError(f"the sensitivity of {name} is now {bound:.6g}, above the {allocation[name].sensitivity:.6g} its noise was sized for", hint=hint)
     if ledger.steps_taken < checkpoint_steps:
         raise RunError(
             f"the ledger of {run.path} counts {ledger.steps_taken} steps, fewer than the {checkpoint_steps} of its checkpoint",
