@@ -76,9 +76,10 @@ def _build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also search, for each parameter tensor, the largest per-example gradient norm at the initial weights, and print it against its bound",
     )
+    _add_privacy_target_options(compile_parser, "with a privacy target, also print the noise each parameter tensor will get: ")
 
     train_parser = commands.add_parser("train", help="train a network with clipless DP-SGD")
-    train_parser.add_argument("spec", help="the .lip file")
+    train_parser.add_argument("spec", nargs="?", help="the .lip file (not with --resume)")
     train_parser.add_argument("--network", help="the network to train, when the file defines several")
     train_parser.add_argument("--epsilon", type=_float_in("epsilon"), help="target ε of the (ε, δ) guarantee")
     train_parser.add_argument("--delta", type=_float_in("delta"), help="δ of the (ε, δ) guarantee")
@@ -91,6 +92,26 @@ def _build_parser() -> argparse.ArgumentParser:
     train_parser.add_argument("--data", help="built-in data set name, or a .npz or .csv file, an MNIST IDX file or folder, or a CIFAR-10 batch folder")
     train_parser.add_argument("--test-data", help="a separate test set, in any format --data accepts")
     train_parser.add_argument("--label-column", help="name of the label column of CSV data (default: label)")
+    _add_privacy_method_options(train_parser)
+    train_parser.add_argument("--resume", type=Path, metavar="RUN", help="continue the unfinished run in folder RUN, with its settings, step count and ledger")
+
+    privacy_parser = commands.add_parser(
+        "privacy",
+        help="plan privacy before training: noise multiplier, ε, or the largest number of epochs",
+        description="Answer one planning question. With --epsilon: the noise multiplier for that ε. With --noise-multiplier: "
+        "the ε it spends. With both: the largest number of epochs within that ε. A .lip file supplies the data set size and "
+        "the defaults of its train block; the options override them.",
+    )
+    privacy_parser.add_argument("spec", nargs="?", help="a .lip file whose train block and data set supply defaults")
+    privacy_parser.add_argument("--network", help="the network, when the file defines several")
+    privacy_parser.add_argument("--dataset-size", type=_positive_int, help="number of training examples N")
+    privacy_parser.add_argument("--batch-size", type=_positive_int, help="expected batch size B of Poisson sampling (q = B/N)")
+    privacy_parser.add_argument("--epochs", type=_positive_int, help="number of epochs, each of round(N/B) steps")
+    privacy_parser.add_argument("--epsilon", type=_float_in("epsilon"), help="target ε")
+    privacy_parser.add_argument("--noise-multiplier", type=_float_in("noise_multiplier"), help="noise multiplier σ (noise standard deviation over sensitivity)")
+    privacy_parser.add_argument("--delta", type=_float_in("delta"), help="δ of the (ε, δ) guarantee (default: 1e-5, or the spec's)")
+    privacy_parser.add_argument("--accountant", choices=["rdp", "pld"], help="dp-accounting accountant (default: rdp, or the spec's)")
+    privacy_parser.add_argument("--json", action="store_true", help="print the answer as JSON")
 
     export_parser = commands.add_parser("export", help="export a trained run to ONNX")
     export_parser.add_argument("run", type=Path, help="the run folder written by 'lipc train'")
@@ -102,6 +123,62 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_privacy_method_options(parser: argparse.ArgumentParser, sampling: bool = True) -> None:
+    from lipc.privacy.noise import NOISE_STRATEGIES
+
+    parser.add_argument("--noise", choices=NOISE_STRATEGIES, help="how noise is split across parameter tensors (default: the spec's)")
+    parser.add_argument("--accountant", choices=["rdp", "pld"], help="dp-accounting accountant: rdp or pld (default: the spec's)")
+    if not sampling:
+        return
+    parser.add_argument(
+        "--sampling", choices=["poisson", "shuffle"],
+        help="poisson (default; the only sampling the reported ε covers) or shuffle (fixed-size batches; ε is then labelled as not covering the run)",
+    )
+
+
+def _add_privacy_target_options(parser: argparse.ArgumentParser, prefix: str) -> None:
+    parser.add_argument("--epsilon", type=_float_in("epsilon"), help=prefix + "target ε")
+    parser.add_argument("--delta", type=_float_in("delta"), help="δ of the (ε, δ) guarantee (default: the spec's)")
+    parser.add_argument("--epochs", type=_positive_int, help="number of epochs (default: the spec's)")
+    parser.add_argument("--batch-size", type=_positive_int, help="expected batch size B (default: the spec's)")
+    _add_privacy_method_options(parser, sampling=False)
+
+
+def _config_with_overrides(config, args):
+    """Apply the command-line options that were given to a TrainConfig."""
+    names = ("epsilon", "delta", "epochs", "batch_size", "seed", "noise", "accountant", "sampling")
+    overrides = {name: getattr(args, name, None) for name in names}
+    if hasattr(args, "data"):
+        overrides.update(_data_overrides(args))
+    config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    if getattr(args, "lr", None) is not None:
+        config = dataclasses.replace(config, optimizer=config.optimizer.with_learning_rate(args.lr))
+    return config
+
+
+def _compile_privacy(compiled, args) -> tuple[dict, str] | None:
+    """With --epsilon, the noise each parameter tensor will get, as JSON and as a table."""
+    from lipc.privacy.noise import allocate_noise, format_noise_table
+    from lipc.privacy.planning import noise_multiplier_for_epsilon
+    from lipc.train.data import load_training_data
+    from lipc.train.trainer import parameter_sizes
+
+    config = _config_with_overrides(compiled.checked.train, args)
+    if config.epsilon is None:
+        return None
+    dataset_size = len(load_training_data(config, compiled.input_shape, compiled.num_classes).train_labels)
+    plan = noise_multiplier_for_epsilon(config.epsilon, config.delta, dataset_size, config.batch_size, config.epochs, config.accountant)
+    sizes = parameter_sizes(compiled.module)
+    allocation = allocate_noise(compiled.sensitivities, plan.noise_multiplier, float(config.batch_size), config.noise, sizes)
+    as_dict = {
+        **dataclasses.asdict(plan),
+        "noise_strategy": config.noise,
+        "tensors": {name: dataclasses.asdict(noise) for name, noise in allocation.items()},
+    }
+    text = f"privacy plan: {plan.describe()}\nnoise per tensor ({config.noise} strategy):\n{format_noise_table(allocation, sizes)}"
+    return as_dict, text
+
+
 def _compile_command(args) -> int:
     import lipc
     from lipc.check.report import bounds_as_dict, format_bounds_table
@@ -110,10 +187,13 @@ def _compile_command(args) -> int:
     certified = compiled.certified_lipschitz()
     methods = compiled.module.bound_methods()
     audit = _audit(compiled, args) if args.audit else None
+    privacy = _compile_privacy(compiled, args)
     if args.json:
         report = bounds_as_dict(compiled.checked, certified, methods)
         if audit is not None:
             report["audit"] = [dataclasses.asdict(result) for result in audit]
+        if privacy is not None:
+            report["privacy"] = privacy[0]
         print(json.dumps(report, indent=2))
     else:
         print(format_bounds_table(compiled.checked, certified, methods))
@@ -121,6 +201,8 @@ def _compile_command(args) -> int:
             from lipc.nn.audit import format_audit
 
             print(format_audit(audit))
+        if privacy is not None:
+            print(privacy[1])
     return 0
 
 
@@ -145,36 +227,99 @@ def _train_command(args) -> int:
     from lipc.train.run_folder import default_run_dir
     from lipc.train.trainer import train
 
+    if args.resume is not None:
+        return _resume_command(args)
+    if args.spec is None:
+        raise UsageError("no .lip file given", hint="pass a .lip file, or --resume RUN to continue a run")
     checked = check_spec(parse_file(args.spec), args.network)
-    overrides = {
-        "epsilon": args.epsilon,
-        "delta": args.delta,
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "seed": args.seed,
-    }
-    overrides.update(_data_overrides(args))
-    config = dataclasses.replace(checked.train, **{k: v for k, v in overrides.items() if v is not None})
-    if args.lr is not None:
-        config = dataclasses.replace(config, optimizer=config.optimizer.with_learning_rate(args.lr))
+    config = _config_with_overrides(checked.train, args)
 
     # Seed before compiling, so that the initial weights are reproducible too.
     torch.manual_seed(config.seed)
     compiled = lipc.compile(args.spec, checked.network_name)
     run_dir = args.out or default_run_dir(compiled.name)
-    result = train(compiled, config, run_dir, device=args.device, show_progress=not args.quiet)
+    try:
+        result = train(compiled, config, run_dir, device=args.device, show_progress=not args.quiet)
+    except KeyboardInterrupt:
+        return _interrupted(run_dir)
+    _print_train_result(result)
+    return 0
 
+
+def _interrupted(run_dir: Path) -> int:
+    if run_dir.is_dir():
+        print(f"lipc: interrupted; resume with 'lipc train --resume {run_dir}'", file=sys.stderr)
+    else:
+        print("lipc: interrupted; nothing was written", file=sys.stderr)
+    return 130
+
+
+def _resume_command(args) -> int:
+    from lipc.train.trainer import resume
+
+    given = [f"--{name.replace('_', '-')}" for name in ("spec", "network", "epsilon", "delta", "epochs", "batch_size", "lr", "seed", "out", "noise", "accountant", "sampling") if getattr(args, name) is not None]
+    if given:
+        raise UsageError(f"--resume continues a run with its own settings, so {', '.join(given)} cannot be given with it", hint="drop those options")
+    try:
+        result = resume(args.resume, device=args.device, show_progress=not args.quiet)
+    except KeyboardInterrupt:
+        return _interrupted(args.resume)
+    _print_train_result(result)
+    return 0
+
+
+def _print_train_result(result) -> None:
     ledger = result.ledger
     certified = ", ".join(f"r={radius:g}: {value:.3f}" for radius, value in result.certified_accuracy.items())
-    print(f"trained {compiled.name} on {config.data}: {ledger.dataset_size} examples, {ledger.steps_taken} steps")
-    print(
-        f"privacy: ε = {ledger.epsilon_spent:.4f}, δ = {ledger.delta:g} ({ledger.accountant.upper()} accountant, "
-        f"add-or-remove-one, Poisson sampling q = {ledger.sampling_rate:.4f}, noise multiplier {ledger.noise_multiplier:.4f})"
-    )
+    print(f"trained {result.network} on {result.data}: {ledger.dataset_size} examples, {ledger.steps_taken} steps")
+    print(f"privacy: {ledger.summary()}")
     print(f"test accuracy: {result.test_accuracy:.4f}")
     print(f"certified accuracy: {certified}")
     print(f"certified Lipschitz constant: {result.lipschitz_constant:.6g}")
     print(f"run folder: {result.run_dir}")
+
+
+def _privacy_command(args) -> int:
+    from lipc.privacy import planning
+
+    dataset_size, batch_size, epochs, delta, accountant, epsilon = args.dataset_size, args.batch_size, args.epochs, args.delta, args.accountant, args.epsilon
+    if args.spec is not None:
+        from lipc.check import check_spec
+        from lipc.lang import parse_file
+        from lipc.train.data import load_training_data
+
+        checked = check_spec(parse_file(args.spec), args.network)
+        train = checked.train
+        if dataset_size is None:
+            dataset_size = len(load_training_data(train, checked.input_shape, checked.num_classes).train_labels)
+        batch_size = batch_size or train.batch_size
+        epochs = epochs or train.epochs
+        delta = delta if delta is not None else train.delta
+        accountant = accountant or train.accountant
+    if dataset_size is None or batch_size is None:
+        raise UsageError("the data set size and the batch size are needed", hint="pass --dataset-size and --batch-size, or a .lip file")
+    delta = 1e-5 if delta is None else delta
+    accountant = accountant or "rdp"
+
+    if epsilon is not None and args.noise_multiplier is not None:
+        if args.epochs is not None:
+            raise UsageError("--epsilon, --noise-multiplier and --epochs all given: there is nothing to answer", hint="leave out the one to compute")
+        plan = planning.max_epochs_for_budget(args.noise_multiplier, epsilon, delta, dataset_size, batch_size, accountant)
+        answer = f"largest number of epochs: {plan.epochs}" + (" (or more; the search stops there)" if plan.epochs_capped else "")
+    elif epsilon is not None:
+        plan = planning.noise_multiplier_for_epsilon(epsilon, delta, dataset_size, batch_size, epochs or 1, accountant)
+        answer = f"noise multiplier: {plan.noise_multiplier:.6g}"
+    elif args.noise_multiplier is not None:
+        plan = planning.epsilon_for_noise_multiplier(args.noise_multiplier, delta, dataset_size, batch_size, epochs or 1, accountant)
+        answer = f"ε: {plan.epsilon:.6g}"
+    else:
+        raise UsageError("no question asked", hint="pass --epsilon, --noise-multiplier, or both (for the largest number of epochs)")
+
+    if args.json:
+        print(json.dumps(dataclasses.asdict(plan), indent=2))
+    else:
+        print(answer)
+        print(plan.describe())
     return 0
 
 
@@ -212,7 +357,13 @@ def _export_command(args) -> int:
     return 0
 
 
-COMMANDS = {"compile": _compile_command, "train": _train_command, "export": _export_command, "report": _report_command}
+COMMANDS = {
+    "compile": _compile_command,
+    "train": _train_command,
+    "export": _export_command,
+    "privacy": _privacy_command,
+    "report": _report_command,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

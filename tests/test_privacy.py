@@ -1,74 +1,18 @@
-"""Privacy: accounting against dp-accounting, noise allocation, sampling and the step itself."""
+"""Privacy: sampling and the private step itself; accounting and noise have their own test files."""
 
 from __future__ import annotations
 
 import math
 
-import dp_accounting
 import pytest
 import torch
-from dp_accounting import rdp
 
 import lipc
-from lipc.errors import UsageError
-from lipc.privacy.accounting import calibrate_noise_multiplier, compute_epsilon, effective_noise_multiplier
 from lipc.privacy.noise import TensorNoise, allocate_noise
-from lipc.privacy.sampling import poisson_sample
+from lipc.privacy.sampling import poisson_sample, shuffled_batches
 from lipc.train.trainer import private_step
 
 from conftest import MLP_SOURCE
-
-
-def direct_rdp_epsilon(q, sigma, steps, delta):
-    accountant = rdp.RdpAccountant(neighboring_relation=dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE)
-    event = dp_accounting.SelfComposedDpEvent(dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(sigma)), steps)
-    return accountant.compose(event).get_epsilon(delta)
-
-
-@pytest.mark.parametrize("q, sigma, steps", [(0.01, 1.1, 1000), (256 / 1437, 4.0, 240), (1.0, 5.0, 10)])
-def test_epsilon_matches_dp_accounting(q, sigma, steps):
-    assert compute_epsilon(q, sigma, steps, 1e-5) == pytest.approx(direct_rdp_epsilon(q, sigma, steps, 1e-5), rel=1e-12)
-
-
-def test_reference_value_abadi_et_al():
-    # Abadi et al., "Deep Learning with Differential Privacy" (CCS 2016), section 3.1: q = 0.01,
-    # σ = 4, δ = 1e-5, 10 000 steps give ε ≈ 1.26 with the moments accountant. RDP over a finer
-    # grid of orders is at least as tight, and PLD tighter still.
-    rdp_epsilon = compute_epsilon(0.01, 4.0, 10_000, 1e-5, "rdp")
-    pld_epsilon = compute_epsilon(0.01, 4.0, 10_000, 1e-5, "pld")
-    assert 0.9 < rdp_epsilon <= 1.26
-    assert 0.8 < pld_epsilon <= rdp_epsilon
-
-
-@pytest.mark.parametrize("accountant", ["rdp", "pld"])
-@pytest.mark.parametrize("target", [0.5, 3.0, 8.0])
-def test_calibration_meets_target(accountant, target):
-    q, steps, delta = 256 / 1437, 60, 1e-5
-    sigma = calibrate_noise_multiplier(target, delta, q, steps, accountant)
-    reached = compute_epsilon(q, sigma, steps, delta, accountant)
-    assert reached <= target
-    assert reached > 0.99 * target, "calibration should not waste budget"
-
-
-def test_calibration_unreachable_target():
-    with pytest.raises(UsageError) as caught:
-        calibrate_noise_multiplier(1e-6, 1e-5, 1.0, 10**6)
-    assert "no noise multiplier" in caught.value.message
-
-
-def test_pld_not_above_rdp():
-    q, steps, delta, sigma = 0.05, 500, 1e-5, 1.2
-    assert compute_epsilon(q, sigma, steps, delta, "pld") <= compute_epsilon(q, sigma, steps, delta, "rdp") * 1.001
-
-
-def test_global_noise_allocation():
-    sensitivities = {"a": 3.0, "b": 4.0}
-    allocation = allocate_noise(sensitivities, 2.0, 100.0)
-    # Same standard deviation everywhere: σ·sqrt(ΣΔ²)/B = 2·5/100.
-    assert allocation["a"].standard_deviation == pytest.approx(0.1)
-    assert allocation["b"].standard_deviation == pytest.approx(0.1)
-    assert allocation["a"].noise_multiplier == pytest.approx(2.0 * 5 / 3)
-    assert effective_noise_multiplier([n.noise_multiplier for n in allocation.values()]) == pytest.approx(2.0)
 
 
 def test_poisson_sampling_rate():
@@ -83,6 +27,19 @@ def test_poisson_sampling_can_be_empty():
     generator = torch.Generator().manual_seed(0)
     sizes = [len(poisson_sample(10, 0.01, generator, torch.device("cpu"))) for _ in range(200)]
     assert 0 in sizes
+
+
+def test_shuffled_batches_have_fixed_size():
+    generator = torch.Generator().manual_seed(0)
+    batches = shuffled_batches(100, 30, 3, generator, torch.device("cpu"))
+    assert [len(batch) for batch in batches] == [30, 30, 30]
+    assert len(set(torch.cat(batches).tolist())) == 90
+
+
+def test_shuffled_batches_wrap_around():
+    generator = torch.Generator().manual_seed(0)
+    batches = shuffled_batches(10, 4, 3, generator, torch.device("cpu"))
+    assert [len(batch) for batch in batches] == [4, 4, 4]
 
 
 def _step_setup(source=MLP_SOURCE):

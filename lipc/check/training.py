@@ -14,9 +14,10 @@ from lipc.data import BUILTIN_DATASETS, DEFAULT_LABEL_COLUMN, L2Normalize, Norma
 from lipc.data.preprocess import DATA_DEPENDENT_STEPS, PUBLIC_STEPS
 from lipc.errors import did_you_mean
 from lipc.lang.syntax import Argument, Call, ListValue, Name, Number, SpecFile, String, TrainDecl
+from lipc.privacy.accounting import ACCOUNTANTS
+from lipc.privacy.noise import NOISE_STRATEGIES
+from lipc.privacy.sampling import SAMPLING_METHODS
 
-NOISE_STRATEGIES = ("global",)
-ACCOUNTANTS = ("rdp", "pld")
 PREPROCESS_STEPS = PUBLIC_STEPS + DATA_DEPENDENT_STEPS
 
 
@@ -54,8 +55,9 @@ class TrainConfig:
     optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig("Adam"))
     epsilon: float | None = None
     delta: float = 1e-5
-    noise: str = "global"
+    noise: str = "least_energy"
     accountant: str = "rdp"
+    sampling: str = "poisson"
     seed: int = 0
     certify_radii: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0)
     # `data` is a built-in name or a path; a path in a spec is resolved from the spec's folder.
@@ -75,6 +77,8 @@ SETTING_RANGES: dict[str, tuple[float | None, float | None, float | None]] = {
     "delta": (0.0, None, 1.0),
     "seed": (None, 0, None),
     "lr": (0.0, None, None),
+    "noise_multiplier": (0.0, None, None),
+    "dataset_size": (None, 1, None),
 }
 
 
@@ -134,7 +138,7 @@ def parse_train(spec: SpecFile, decl: TrainDecl | None) -> TrainConfig:
     if decl is None:
         return defaults
     arguments = [Argument(s.name, s.value, s.location) for s in decl.settings]
-    keywords = ("data", "epochs", "batch_size", "optimizer", "epsilon", "delta", "noise", "accountant", "seed", "certify_radii")
+    keywords = ("data", "epochs", "batch_size", "optimizer", "epsilon", "delta", "noise", "accountant", "sampling", "seed", "certify_radii")
     keywords += DATA_KEYWORDS
     reader = ArgumentReader(spec, "train", decl.location, arguments, (), keywords)
 
@@ -146,6 +150,7 @@ def parse_train(spec: SpecFile, decl: TrainDecl | None) -> TrainConfig:
         "delta": reader.number("delta", defaults.delta),
         "noise": reader.choice("noise", NOISE_STRATEGIES, defaults.noise),
         "accountant": reader.choice("accountant", ACCOUNTANTS, defaults.accountant),
+        "sampling": reader.choice("sampling", SAMPLING_METHODS, defaults.sampling),
         "seed": reader.integer("seed", defaults.seed),
         "certify_radii": reader.number_list("certify_radii", defaults.certify_radii),
     }

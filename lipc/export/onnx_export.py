@@ -19,6 +19,7 @@ from lipc import __version__
 from lipc.errors import RunError
 from lipc.logging_utils import quiet_loggers
 from lipc.data import load_run_dataset
+from lipc.privacy.sampling import epsilon_label
 from lipc.train.run_folder import load_compiled, read_run
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ def _metadata(run, lipschitz_constant: float, clip_norm: float) -> dict[str, str
         "lipc.accountant": ledger["accountant"],
         "lipc.neighboring_relation": ledger["neighboring_relation"],
         "lipc.sampling": ledger["sampling"],
+        "lipc.epsilon_label": ledger.get("epsilon_label") or epsilon_label(ledger["sampling"]),
         "lipc.noise_multiplier": repr(ledger["noise_multiplier"]),
         "lipc.sampling_rate": repr(ledger["sampling_rate"]),
         "lipc.steps": str(ledger["steps_taken"]),
