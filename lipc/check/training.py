@@ -49,7 +49,7 @@ class OptimizerConfig:
 class TrainConfig:
     """Settings of a training run; the command line may override each of them."""
 
-    data: str = "digits"
+    data: str | None = None
     epochs: int = 10
     batch_size: int = 256
     optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig("Adam"))

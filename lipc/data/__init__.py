@@ -4,17 +4,26 @@ import dataclasses
 
 from lipc.data.builtin import BUILTIN_LOADERS
 from lipc.data.dataset import DEFAULT_LABEL_COLUMN, Dataset, is_builtin, load_dataset
+from lipc.errors import DataError
 from lipc.data.preprocess import L2Normalize, Normalize, PreprocessStep, Scale, Standardize
 
 BUILTIN_DATASETS = tuple(BUILTIN_LOADERS)
 
 
 def load_training_data(config, input_shape: tuple[int, ...], num_classes: int) -> Dataset:
-    """Load the data set that a TrainConfig names, for a network with `num_classes` outputs."""
+    """Load the data set that a TrainConfig names, for a network with `num_classes` outputs.
+
+    A network with a single logit is a binary classifier, whose labels are 0 and 1.
+    """
+    if config.data is None:
+        raise DataError(
+            "no data set: the spec's train block names none",
+            hint=f"set 'data = NAME' (built-in: {', '.join(BUILTIN_DATASETS)}) or 'data = \"FILE\"' in the train block, or pass --data",
+        )
     return load_dataset(
         config.data,
         input_shape,
-        num_classes=num_classes,
+        num_classes=max(num_classes, 2),
         label_column=config.label_column,
         test_source=config.test_data,
         preprocess=config.preprocess,

@@ -59,8 +59,13 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+# Losses whose targets are real values: the data loaders provide class labels only.
+REGRESSION_LOSSES = ("squared_error", "huber")
+
+
 def _check_data(compiled: CompiledNetwork, dataset: Dataset, config: TrainConfig) -> None:
-    if dataset.num_classes > compiled.num_classes:
+    # A single logit classifies two classes by its sign.
+    if dataset.num_classes > max(compiled.num_classes, 2):
         raise DataError(
             f"data set '{dataset.name}' has {dataset.num_classes} classes, but network '{compiled.name}' outputs {compiled.num_classes} logits",
             hint=f"make the last dense layer {dataset.num_classes} wide",
@@ -149,6 +154,11 @@ def train(compiled: CompiledNetwork, config: TrainConfig, run_dir: Path, device:
     if config.epsilon is None:
         raise UsageError("no privacy target: epsilon is not set", hint="pass --epsilon, or set 'epsilon = 3' in the train block")
     check_privacy_parameters(config.epsilon, config.delta)
+    if compiled.checked.loss.kind in REGRESSION_LOSSES:
+        raise UsageError(
+            f"lipc train trains classifiers, and loss {compiled.checked.loss.kind} needs real-valued targets",
+            hint="train this network from Python with lipc.privacy.engine.PrivacyEngine and your own targets",
+        )
     check_run_dir_free(run_dir)
     target = resolve_device(device)
     _disable_tf32(target)
