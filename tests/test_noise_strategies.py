@@ -26,7 +26,8 @@ SIZES = {"a.weight": 1000, "a.bias": 10, "b.weight": 30}
 def test_effective_multiplier_equals_target(strategy):
     allocation = allocate_noise(SENSITIVITIES, 2.5, 64.0, strategy, SIZES)
     achieved = effective_noise_multiplier([noise.noise_multiplier for noise in allocation.values()])
-    assert achieved == pytest.approx(2.5, rel=1e-12)
+    assert achieved >= 2.5
+    assert achieved == pytest.approx(2.5, rel=1e-8)
 
 
 @pytest.mark.parametrize("strategy", NOISE_STRATEGIES)
@@ -45,8 +46,9 @@ def test_accounting_of_step_meets_target(strategy, accountant):
     allocation = allocate_noise(compiled.sensitivities, sigma, 64.0, strategy, parameter_sizes(compiled.module))
     sigma_eff = effective_noise_multiplier([noise.noise_multiplier for noise in allocation.values()])
     spent = compute_epsilon(q, sigma_eff, steps, 1e-5, accountant)
-    assert spent == pytest.approx(compute_epsilon(q, sigma, steps, 1e-5, accountant), rel=1e-9)
-    assert spent <= target * 1.0001
+    assert spent <= compute_epsilon(q, sigma, steps, 1e-5, accountant)
+    assert spent == pytest.approx(compute_epsilon(q, sigma, steps, 1e-5, accountant), rel=1e-6)
+    assert spent <= target
 
 
 def test_global_gives_one_standard_deviation():

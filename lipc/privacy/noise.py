@@ -18,7 +18,8 @@ from lipc.privacy.accounting import effective_noise_multiplier
 
 NOISE_STRATEGIES = ("global", "per_tensor", "least_energy")
 
-# Relative slack allowed between σ_eff and σ from float rounding; σ_eff may exceed σ freely.
+# Every σ_t is raised by this relative amount, so that float rounding in the allocation can
+# never leave σ_eff below the calibrated σ.
 ALLOCATION_TOLERANCE = 1e-9
 
 
@@ -75,12 +76,13 @@ def allocate_noise(
     else:
         raise ValueError(f"unknown noise strategy {strategy!r}; expected one of {', '.join(NOISE_STRATEGIES)}")
 
+    multipliers = {name: multiplier * (1 + ALLOCATION_TOLERANCE) for name, multiplier in multipliers.items()}
     allocation = {
         name: TensorNoise(value, multipliers[name], multipliers[name] * value / expected_batch_size)
         for name, value in sensitivities.items()
     }
     achieved = effective_noise_multiplier([noise.noise_multiplier for noise in allocation.values()])
-    if achieved < noise_multiplier * (1 - ALLOCATION_TOLERANCE):
+    if achieved < noise_multiplier:
         raise AssertionError(f"noise allocation gives σ_eff = {achieved} below the calibrated {noise_multiplier}")
     return allocation
 
