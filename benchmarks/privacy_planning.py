@@ -11,11 +11,10 @@ from __future__ import annotations
 import argparse
 import logging
 import platform
-import statistics
 import sys
-import time
 
 from lipc.privacy import planning
+from timing import median_seconds
 
 # (name, dataset size N, expected batch size B, epochs, target ε, noise multiplier σ)
 SETTINGS = [
@@ -26,15 +25,6 @@ SETTINGS = [
     ("edge: ε = 50", 1437, 256, 40, 50.0, 0.65),
     ("edge: q = 1, 1 step", 1437, 1437, 1, 50.0, 0.16),
 ]
-
-
-def median_seconds(function, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:

@@ -12,25 +12,15 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 import lipc
+from timing import median_seconds
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
-
-
-def _median_seconds(function, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -50,8 +40,8 @@ def main() -> None:
             module.zero_grad()
             module(inputs).sum().backward()
 
-        projection = _median_seconds(module.project_, args.repeats)
-        step = _median_seconds(forward_backward, args.repeats)
+        projection = median_seconds(module.project_, args.repeats)
+        step = median_seconds(forward_backward, args.repeats)
         print(f"{path.stem}: projection {projection * 1e3:.1f} ms, forward and backward of {args.batch_size} examples {step * 1e3:.1f} ms")
 
 
