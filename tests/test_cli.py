@@ -163,7 +163,8 @@ def test_export_of_damaged_run_leaves_no_file(digits_spec, tmp_path):
     (tmp_path / "run" / "weights.pt").write_bytes(b"not a checkpoint")
     result = run_lipc("export", "run", "-o", "model.onnx", cwd=tmp_path)
     assert result.returncode == 1
-    assert "cannot read" in result.stderr and "weights.pt" in result.stderr
+    assert "cannot read" in result.stderr
+    assert "weights.pt" in result.stderr
     assert "Traceback" not in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 

@@ -26,7 +26,7 @@ from lipc.lang.syntax import (
     TrainDecl,
 )
 
-# How each terminal of the grammar is described to users in error messages.
+# Words that describe each terminal of the grammar to users in error messages.
 TERMINAL_WORDS = {
     "NETWORK": "'network'",
     "LOSS": "'loss'",
@@ -46,7 +46,7 @@ TERMINAL_WORDS = {
     "$END": "the end of the file",
 }
 
-# How an unexpected token is described: "unexpected name 'x'".
+# Descriptions of an unexpected token, as in "unexpected name 'x'".
 _FOUND_WORDS = {"NAME": "name {}", "NUMBER": "number {}", "STRING": "string {}", "_NL": "end of line"}
 
 _INTEGER = re.compile(r"[+-]?\d+")

@@ -1,9 +1,9 @@
 """Clipless DP-SGD: ordinary batch gradients, Gaussian noise scaled to proven bounds.
 
-Each step draws a Poisson batch, takes the gradient of the loss summed over the batch and
-divided by the expected batch size B, adds Gaussian noise to every parameter tensor in
-proportion to its sensitivity, lets the optimizer update the weights, and projects them
-back onto their constraints so that the sensitivities stay valid for the next step.
+Each step draws a Poisson batch and takes the gradient of the loss summed over the batch
+and divided by the expected batch size B. It adds Gaussian noise to every parameter tensor
+in proportion to its sensitivity and lets the optimizer update the weights. Last, it
+projects them back onto their constraints, so that the sensitivities stay valid.
 """
 
 from __future__ import annotations
@@ -209,7 +209,7 @@ def train(compiled: CompiledNetwork, config: TrainConfig, run_dir: Path, device:
     module.project_()
     optimizer = _build_optimizer(module, allocation, config)
     # NOTE: noise comes from torch's seeded generator, which makes runs reproducible but is not
-    # a cryptographically secure source; an attacker who learns the seed can remove the noise.
+    # a cryptographically secure source. An attacker who learns the seed can remove the noise.
     generator = torch.Generator(device=target).manual_seed(config.seed)
     create_run(run_dir, compiled.checked.spec.source, run_config, ledger.to_dict(), {"epochs": []}, _checkpoint(0, ledger, module, optimizer, generator, []))
 
