@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -378,6 +379,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lipc: interrupted; nothing was written", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of stdout (such as `head`) closed it early. Point stdout at /dev/null so
+        # that the interpreter's final flush does not fail again, as the Python docs advise.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

@@ -257,7 +257,7 @@ def test_nan_row_in_npz(tmp_path):
     x[17, 2] = np.nan
     x[30, 0] = np.inf
     path = write_npz(tmp_path / "data.npz", x=x, y=y)
-    assert message_of(path) == f"row 17 of {path} has a NaN or infinite value"
+    assert message_of(path) == f"row 17 (counting from 0) of {path} has a NaN or infinite value"
 
 
 def test_infinite_row_in_csv(tmp_path):
@@ -281,14 +281,14 @@ def test_nan_in_test_split(tmp_path):
     x_test = x[:5].copy()
     x_test[3, 3] = np.nan
     path = write_npz(tmp_path / "data.npz", x=x, y=y, x_test=x_test, y_test=y[:5])
-    assert message_of(path) == f"row 3 of {path} (x_test) has a NaN or infinite value"
+    assert message_of(path) == f"row 3 (counting from 0) of {path} (x_test) has a NaN or infinite value"
 
 
 def test_label_outside_output_range(tmp_path):
     x, y = toy_arrays()
     y[11] = 7
     path = write_npz(tmp_path / "data.npz", x=x, y=y)
-    assert message_of(path) == f"row 11 of {path} has label 7, outside the network's output range 0..2"
+    assert message_of(path) == f"row 11 (counting from 0) of {path} has label 7, outside the network's output range 0..2"
 
 
 def test_negative_label(tmp_path):
@@ -303,7 +303,7 @@ def test_fractional_label(tmp_path):
     y = (np.arange(EXAMPLES) % CLASSES).astype(float)
     y[2] = 0.5
     path = write_npz(tmp_path / "data.npz", x=x, y=y)
-    assert message_of(path) == f"row 2 of {path} has label 0.5, not a class index"
+    assert message_of(path) == f"row 2 (counting from 0) of {path} has label 0.5, not a class index"
 
 
 def test_empty_training_set(tmp_path):
@@ -521,4 +521,4 @@ def test_overflow_after_preprocessing(tmp_path):
     path = write_npz(tmp_path / "data.npz", x=x, y=y, x_test=x[:6], y_test=y[:6])
     # 1e10 · 1e30 exceeds the largest float32, about 3.4e38; the other rows stay below 1e30.
     message = message_of(path, preprocess=(Scale(1e30),))
-    assert message == f"after preprocessing, row 1 of {path} has a NaN or infinite value"
+    assert message == f"after preprocessing, row 1 (counting from 0) of {path} has a NaN or infinite value"

@@ -77,7 +77,7 @@ def test_data_statistics_recorded_in_ledger(tmp_path):
 def nan_file(folder):
     x, y = toy_arrays()
     x[8, 0] = np.nan
-    return write_npz(folder / "bad.npz", x=x, y=y), "row 8 of {path} has a NaN or infinite value"
+    return write_npz(folder / "bad.npz", x=x, y=y), "row 8 (counting from 0) of {path} has a NaN or infinite value"
 
 
 def shape_file(folder):

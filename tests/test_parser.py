@@ -105,3 +105,24 @@ def test_missing_file():
     with pytest.raises(SpecError) as caught:
         parse_file("/nonexistent/net.lip")
     assert "spec file not found: /nonexistent/net.lip" in caught.value.format()
+
+
+def test_grammar_read_from_source_tree(monkeypatch):
+    """Run from a source checkout, where `lipc.grammar` is not a package, the grammar comes from grammar/."""
+    from importlib import resources
+
+    from lipc.lang import parser
+
+    def missing(name):
+        raise ModuleNotFoundError(name)
+
+    monkeypatch.setattr(resources, "files", missing)
+    assert "network" in parser._grammar_text()
+
+
+def test_section_inside_unclosed_network():
+    with pytest.raises(SpecError) as caught:
+        parse_source("network n {\n    dense 10\n\nloss cross_entropy\n", "bad.lip")
+    assert (caught.value.location.line, caught.value.location.column) == (4, 1)
+    assert caught.value.message == "unexpected 'loss'; expected '}' or a name"
+    assert caught.value.hint == "close the block above with '}' on its own line before this section"

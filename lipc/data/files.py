@@ -52,7 +52,7 @@ class Examples:
         row = int(self.source_rows[index]) if self.source_rows is not None else index
         if self.line_numbers is not None:
             return f"line {int(self.line_numbers[row])} of {self.origin}"
-        return f"row {row} of {self.origin}"
+        return f"row {row} (counting from 0) of {self.origin}"
 
 
 @dataclass(frozen=True)

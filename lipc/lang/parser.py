@@ -6,6 +6,7 @@ import functools
 import os
 import re
 from importlib import resources
+from pathlib import Path
 
 import lark
 from lark import Lark, Token, Transformer
@@ -53,10 +54,18 @@ _INTEGER = re.compile(r"[+-]?\d+")
 _PUNCTUATION = {"LBRACE", "RBRACE", "LPAR", "RPAR", "LSQB", "RSQB", "COMMA", "EQUAL", "NETWORK", "LOSS", "TRAIN"}
 
 
+def _grammar_text() -> str:
+    """The grammar, from the installed package or, when lipc runs from a source checkout, from grammar/."""
+    try:
+        return resources.files("lipc.grammar").joinpath("lipc.lark").read_text(encoding="utf-8")
+    except ModuleNotFoundError:
+        return (Path(__file__).resolve().parents[2] / "grammar" / "lipc.lark").read_text(encoding="utf-8")
+
+
 @functools.lru_cache(maxsize=1)
 def _parser() -> Lark:
-    grammar = resources.files("lipc.grammar").joinpath("lipc.lark").read_text(encoding="utf-8")
-    return Lark(grammar, parser="lalr", lexer="contextual", propagate_positions=True)
+    grammar = _grammar_text()
+    return Lark(grammar, parser="lalr", lexer="basic", propagate_positions=True)
 
 
 def parse_file(path: str | os.PathLike) -> SpecFile:
@@ -125,6 +134,8 @@ def _syntax_error(error: lark.exceptions.UnexpectedInput, source: str, path: str
 
 
 def _hint_for(found: str, expected: set[str]) -> str:
+    if found in {"NETWORK", "LOSS", "TRAIN"} and "RBRACE" in expected:
+        return "close the block above with '}' on its own line before this section"
     if found == "_NL" and "LBRACE" in expected:
         return "open the block on the same line, as in 'network NAME {'"
     if found == "_NL" and "EQUAL" in expected:
