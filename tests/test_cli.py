@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import statistics
+import subprocess
+import sys
 from importlib import resources
 
 import numpy as np
@@ -17,7 +19,7 @@ from lipc.privacy.accounting import compute_epsilon
 from lipc.train.data import load_dataset
 from lipc.train.run_folder import load_compiled, read_run
 
-from conftest import run_lipc
+from conftest import REPO, run_lipc
 
 METADATA_KEYS = {
     "lipc.lipschitz_constant",
@@ -183,3 +185,13 @@ def test_digits_accuracy_at_epsilon_3(digits_spec, tmp_path):
         assert result.ledger.epsilon_spent <= 3.0
         accuracies.append(result.test_accuracy)
     assert statistics.median(accuracies) >= 0.85, accuracies
+
+
+def test_import_from_source_checkout():
+    """`import lipc` from the repository root loads the source tree, which must find the grammar too."""
+    code = "import lipc; print(lipc.__file__); print(lipc.compile('specs/digits_mlp.lip').name)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    module_file, network = result.stdout.split()
+    assert module_file.startswith(str(REPO / "lipc"))
+    assert network == "digits_mlp"
