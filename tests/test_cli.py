@@ -16,7 +16,6 @@ import torch
 
 import lipc
 from lipc.privacy.accounting import compute_epsilon
-from lipc.train.data import load_dataset
 from lipc.train.run_folder import load_compiled, read_run
 
 from conftest import REPO, run_lipc
