@@ -63,7 +63,7 @@ def _peak_rss_bytes() -> int:
 
 
 def _plain_copy(module: nn.Module) -> nn.Module:
-    """The same network with ordinary torch layers and no constraint: the non-private floor."""
+    """Copy the network with ordinary torch layers and no constraint: the non-private floor."""
     from lipc.nn.modules import SpectralDense
 
     layers = []

@@ -45,7 +45,7 @@ def _nonnegative_int(text: str) -> int:
 
 
 def _float_in(name: str):
-    """An argparse type that accepts a float inside the valid range of setting `name`."""
+    """Build an argparse type that accepts a float inside the valid range of setting `name`."""
     from lipc.check.training import range_problem
 
     def parse(text: str) -> float:
@@ -112,7 +112,7 @@ def _build_parser() -> argparse.ArgumentParser:
     privacy_parser.add_argument("--noise-multiplier", type=_float_in("noise_multiplier"), help="noise multiplier σ (noise standard deviation over sensitivity)")
     privacy_parser.add_argument("--delta", type=_float_in("delta"), help="δ of the (ε, δ) guarantee (default: 1e-5, or the spec's)")
     privacy_parser.add_argument("--accountant", choices=["rdp", "pld"], help="dp-accounting accountant (default: rdp, or the spec's)")
-    privacy_parser.add_argument("--json", action="store_true", help="print the answer as JSON")
+    privacy_parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
     export_parser = commands.add_parser("export", help="export a trained run to ONNX")
     export_parser.add_argument("run", type=Path, help="the run folder written by 'lipc train'")
@@ -304,7 +304,7 @@ def _privacy_command(args) -> int:
 
     if epsilon is not None and args.noise_multiplier is not None:
         if args.epochs is not None:
-            raise UsageError("--epsilon, --noise-multiplier and --epochs all given: there is nothing to answer", hint="leave out the one to compute")
+            raise UsageError("--epsilon, --noise-multiplier and --epochs all given: there is nothing to compute", hint="leave out the one to compute")
         plan = planning.max_epochs_for_budget(args.noise_multiplier, epsilon, delta, dataset_size, batch_size, accountant)
         answer = f"largest number of epochs: {plan.epochs}" + (" (or more; the search stops there)" if plan.epochs_capped else "")
     elif epsilon is not None:

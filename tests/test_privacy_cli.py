@@ -69,7 +69,7 @@ def test_dp_accounting_output_hidden(tmp_path):
         (["--epsilon", "3", "--delta", "1"], 2, "lipc: error: argument --delta: delta must be less than 1, not 1 (see 'lipc privacy --help')"),
         (["--noise-multiplier", "-1"], 2, "lipc: error: argument --noise-multiplier: noise_multiplier must be greater than 0, not -1 (see 'lipc privacy --help')"),
         ([], 1, "lipc: error: no question asked"),
-        (["--epsilon", "3", "--noise-multiplier", "1", "--epochs", "2"], 1, "lipc: error: --epsilon, --noise-multiplier and --epochs all given: there is nothing to answer"),
+        (["--epsilon", "3", "--noise-multiplier", "1", "--epochs", "2"], 1, "lipc: error: --epsilon, --noise-multiplier and --epochs all given: there is nothing to compute"),
         (["--epsilon", "1e-6", "--epochs", "100000"], 1, "lipc: error: no noise multiplier up to 10000 reaches ε = 1e-06 at δ = 1e-05 with 23400000 steps at sampling rate 0.004267"),
     ],
 )

@@ -55,7 +55,7 @@ _PUNCTUATION = {"LBRACE", "RBRACE", "LPAR", "RPAR", "LSQB", "RSQB", "COMMA", "EQ
 
 
 def _grammar_text() -> str:
-    """The grammar, from the installed package or, when lipc runs from a source checkout, from grammar/."""
+    """Read the grammar from the installed package, or from grammar/ in a source checkout."""
     try:
         return resources.files("lipc.grammar").joinpath("lipc.lark").read_text(encoding="utf-8")
     except ModuleNotFoundError:

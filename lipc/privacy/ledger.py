@@ -1,7 +1,7 @@
 """The privacy ledger of a run: everything needed to check the (ε, δ) it reports.
 
 The trainer writes the ledger to the run folder after every epoch, atomically and before the
-weights it describes, so that a run killed at any point leaves a ledger that counts at least
+weights it describes. A run killed at any point therefore leaves a ledger that counts at least
 as many noisy steps as the saved weights have taken.
 """
 
@@ -58,7 +58,7 @@ class PrivacyLedger:
         self.epsilon_spent = epsilon
 
     def summary(self) -> str:
-        """One line for reports: ε, δ, accountant, neighbouring relation and sampling."""
+        """Describe ε, δ, the accountant, the neighbouring relation and the sampling in one line."""
         sampling = "Poisson sampling" if self.sampling == "poisson" else "shuffled fixed-size batches, NOT covered by this ε, which assumes Poisson sampling"
         return (
             f"ε = {self.epsilon_spent:.4f}, δ = {self.delta:g} ({ACCOUNTANT_NAMES[self.accountant]} accountant, "

@@ -61,9 +61,9 @@ def allocate_noise(
 ) -> dict[str, TensorNoise]:
     """Split noise across tensors so that the step's effective noise multiplier is `noise_multiplier`.
 
-    Strategies: "global" (the same standard deviation for every coordinate), "per_tensor"
-    (the same multiplier σ_t for every tensor) and "least_energy" (the least total noise
-    energy; needs `sizes`, the number of coordinates of each tensor).
+    Strategies: "global" gives every coordinate the same standard deviation, "per_tensor"
+    gives every tensor the same multiplier σ_t, and "least_energy" minimises the total noise
+    energy. The last one needs `sizes`, the number of coordinates of each tensor.
     """
     if strategy == "global":
         multipliers = _global_multipliers(sensitivities, noise_multiplier)

@@ -124,14 +124,14 @@ def max_epochs_for_budget(noise_multiplier: float, epsilon: float, delta: float,
     """Return the largest number of epochs at `noise_multiplier` that spends at most ε.
 
     ε grows with the number of steps, so an exponential search finds a bracket and a binary
-    search over whole epochs finds the answer. For PLD the RDP answer, never larger, is the
+    search over whole epochs finds the result. For PLD the RDP result, never larger, is the
     starting point. Above MAX_PLANNED_EPOCHS the plan is capped and says so.
     """
     sampling_rate = _check_question(dataset_size, batch_size, epsilon, delta, accountant)
     _check_noise_multiplier(noise_multiplier)
     per_epoch = steps_per_epoch(dataset_size, batch_size)
-    # The PLD grid step is fixed for the whole search (so that ε is monotone in the epochs),
-    # sized for the RDP answer, which is a lower bound on the PLD one.
+    # The PLD grid step stays fixed for the whole search, so that ε is monotone in the epochs.
+    # It is sized for the RDP result, which is a lower bound on the PLD one.
     discretization = {"pld": None}
 
     def spent(epochs: int, name: str) -> float:

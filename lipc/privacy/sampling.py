@@ -19,7 +19,7 @@ EPSILON_LABELS = {
 
 
 def epsilon_label(sampling: str) -> str:
-    """The sampling assumption behind a run's ε, in words, for reports and metadata."""
+    """Describe the sampling assumption behind a run's ε, for reports and metadata."""
     return EPSILON_LABELS[sampling]
 
 

@@ -49,7 +49,7 @@ def _fsync_directory(directory: Path) -> None:
 def _replace_atomically(path: Path, write) -> None:
     """Call `write(file)` on a temporary file beside `path`, flush it to disk, then rename it over `path`.
 
-    A reader, or a run killed at any point, sees either the old file or the whole new one.
+    A reader, or a run killed at any point, finds either the old file or the whole new one.
     """
     handle, staging_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     staging = Path(staging_name)

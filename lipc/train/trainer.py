@@ -235,7 +235,7 @@ def resume(run_dir: Path, device: str = "auto", show_progress: bool = True) -> T
     dataset = _load_data(compiled, config, target)
 
     allocation = {name: TensorNoise(**values) for name, values in ledger.tensors.items()}
-    # The noise was sized to the sensitivities recorded at the start; a version of lipc that
+    # The noise was sized to the sensitivities recorded at the start. A version of lipc that
     # proves larger bounds for the same spec would make that noise too small.
     hint = "resume with the lipc version that started the run, or train a new run"
     for name, bound in compiled.sensitivities.items():
