@@ -88,7 +88,7 @@ def _build_parser() -> argparse.ArgumentParser:
     train_parser.add_argument("--batch-size", type=_positive_int, help="expected batch size B of Poisson sampling")
     train_parser.add_argument("--lr", type=_float_in("lr"), help="learning rate of the optimizer")
     train_parser.add_argument("--seed", type=_nonnegative_int, help="seed of initialisation, sampling and noise")
-    train_parser.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda or cuda:N (default: auto)")
+    train_parser.add_argument("--device", help="auto (GPU when present), cpu, cuda or cuda:N (default: the spec's, else auto)")
     train_parser.add_argument("--out", type=Path, help="run folder to create (default: runs/NETWORK-TIME)")
     train_parser.add_argument("--data", help="built-in data set name, or a .npz or .csv file, an MNIST IDX file or folder, or a CIFAR-10 batch folder")
     train_parser.add_argument("--test-data", help="a separate test set, in any format --data accepts")
@@ -180,17 +180,29 @@ def _compile_privacy(compiled, args) -> tuple[dict, str] | None:
     return as_dict, text
 
 
+def _print_warnings(checked) -> None:
+    for warning in checked.warnings:
+        print(warning.format(), file=sys.stderr)
+
+
+def _warning_as_dict(warning) -> dict:
+    location = warning.location
+    return {"path": location.path, "line": location.line, "column": location.column, "message": warning.message, "hint": warning.hint}
+
+
 def _compile_command(args) -> int:
     import lipc
     from lipc.check.report import bounds_as_dict, format_bounds_table
 
     compiled = lipc.compile(args.spec, args.network)
+    _print_warnings(compiled.checked)
     certified = compiled.certified_lipschitz()
     methods = compiled.module.bound_methods()
     audit = _audit(compiled, args) if args.audit else None
     privacy = _compile_privacy(compiled, args)
     if args.json:
         report = bounds_as_dict(compiled.checked, certified, methods)
+        report["warnings"] = [_warning_as_dict(warning) for warning in compiled.checked.warnings]
         if audit is not None:
             report["audit"] = [dataclasses.asdict(result) for result in audit]
         if privacy is not None:
@@ -233,6 +245,7 @@ def _train_command(args) -> int:
     if args.spec is None:
         raise UsageError("no .lip file given", hint="pass a .lip file, or --resume RUN to continue a run")
     checked = check_spec(parse_file(args.spec), args.network)
+    _print_warnings(checked)
     config = _config_with_overrides(checked.train, args)
 
     # Seed before compiling, so that the initial weights are reproducible too.
@@ -240,7 +253,7 @@ def _train_command(args) -> int:
     compiled = lipc.compile(args.spec, checked.network_name)
     run_dir = args.out or default_run_dir(compiled.name)
     try:
-        result = train(compiled, config, run_dir, device=args.device, show_progress=not args.quiet)
+        result = train(compiled, config, run_dir, device=args.device or config.device, show_progress=not args.quiet)
     except KeyboardInterrupt:
         return _interrupted(run_dir)
     _print_train_result(result)
@@ -262,7 +275,7 @@ def _resume_command(args) -> int:
     if given:
         raise UsageError(f"--resume continues a run with its own settings, so {', '.join(given)} cannot be given with it", hint="drop those options")
     try:
-        result = resume(args.resume, device=args.device, show_progress=not args.quiet)
+        result = resume(args.resume, device=args.device or "auto", show_progress=not args.quiet)
     except KeyboardInterrupt:
         return _interrupted(args.resume)
     _print_train_result(result)

@@ -19,6 +19,39 @@ class Location:
         return f"{self.path}:{self.line}:{self.column}"
 
 
+def format_diagnostic(
+    severity: str,
+    message: str,
+    location: Location,
+    source_line: str | None,
+    hint: str | None,
+    notes: Iterable[str] = (),
+) -> str:
+    """Render ``file:line:column: SEVERITY: message``, the source line with a caret, notes and a hint."""
+    lines = [f"{location}: {severity}: {message}"]
+    if source_line is not None:
+        text = source_line.rstrip("\n").expandtabs(1)
+        lines.append(f"    {text}")
+        lines.append("    " + " " * (location.column - 1) + "^")
+    lines.extend(notes)
+    if hint:
+        lines.append(f"hint: {hint}")
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class SpecWarning:
+    """A legal but poor choice in a `.lip` file, reported without stopping the compilation."""
+
+    message: str
+    location: Location
+    source_line: str | None = None
+    hint: str | None = None
+
+    def format(self) -> str:
+        return format_diagnostic("warning", self.message, self.location, self.source_line, self.hint)
+
+
 class LipcError(Exception):
     """A mistake in the user's input, reported without a traceback.
 
@@ -39,6 +72,82 @@ class LipcError(Exception):
         self.location = location
         self.source_line = source_line
         self.hint = hint
+        self.notes: list[str] = []
+
+    def with_notes(self, notes: Iterable[str]) -> "LipcError":
+        """Add lines such as ``file:line:column: note: ...`` after the error, and return it."""
+        self.notes.extend(notes)
+        return self
+
+    def format(self) -> str:
+        if self.location is None:
+            lines = [f"lipc: error: {self.message}", *self.notes]
+            return "\n".join(lines + ([f"hint: {self.hint}"] if self.hint else []))
+        return format_diagnostic("error", self.message, self.location, self.source_line, self.hint, self.notes)
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}:{self.column}"
+
+
+def format_diagnostic(
+    severity: str,
+    message: str,
+    location: Location,
+    source_line: str | None,
+    hint: str | None,
+    notes: Iterable[str] = (),
+) -> str:
+    """Render ``file:line:column: SEVERITY: message``, the source line with a caret, notes and a hint."""
+    lines = [f"{location}: {severity}: {message}"]
+    if source_line is not None:
+        text = source_line.rstrip("\n").expandtabs(1)
+        lines.append(f"    {text}")
+        lines.append("    " + " " * (location.column - 1) + "^")
+    lines.extend(notes)
+    if hint:
+        lines.append(f"hint: {hint}")
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class SpecWarning:
+    """A legal but poor choice in a `.lip` file, reported without stopping the compilation."""
+
+    message: str
+    location: Location
+    source_line: str | None = None
+    hint: str | None = None
+
+    def format(self) -> str:
+        return format_diagnostic("warning", self.message, self.location, self.source_line, self.hint)
+
+
+class LipcError(Exception):
+    """A mistake in the user's input, reported without a traceback.
+
+    `format` renders it as ``file:line:column: error: message``, followed by the
+    offending source line with a caret under the column, and a hint.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        location: Location | None = None,
+        source_line: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.location = location
+        self.source_line = source_line
+        self.hint = hint
+        self.notes: list[str] = []
+
+    def with_notes(self, notes: Iterable[str]) -> "LipcError":
+        """Add lines such as ``file:line:column: note: ...`` after the error, and return it."""
+        self.notes.extend(notes)
+        return self
 
     def format(self) -> str:
         prefix = f"{self.location}: " if self.location else "lipc: "
@@ -47,6 +156,7 @@ class LipcError(Exception):
             text = self.source_line.rstrip("\n").expandtabs(1)
             lines.append(f"    {text}")
             lines.append("    " + " " * (self.location.column - 1) + "^")
+        lines.extend(self.notes)
         if self.hint:
             lines.append(f"hint: {self.hint}")
         return "\n".join(lines)
@@ -57,6 +167,29 @@ class LipcError(Exception):
 
 class SpecError(LipcError):
     """A malformed or non-compliant `.lip` file."""
+
+
+class SpecErrors(SpecError):
+    """Several independent mistakes in one `.lip` file, reported together in source order.
+
+    Its message, location and hint are those of the first error, so that code which handles
+    a single SpecError also handles this one.
+    """
+
+    def __init__(self, errors: Iterable[SpecError]) -> None:
+        flat: list[SpecError] = []
+        for error in errors:
+            flat.extend(error.errors if isinstance(error, SpecErrors) else [error])
+        flat.sort(key=lambda e: (e.location.line, e.location.column) if e.location else (0, 0))
+        first = flat[0]
+        super().__init__(first.message, location=first.location, source_line=first.source_line, hint=first.hint)
+        self.notes = first.notes
+        self.errors = tuple(flat)
+
+    def format(self) -> str:
+        if len(self.errors) == 1:
+            return self.errors[0].format()
+        return "\n".join(error.format() for error in self.errors) + f"\n{len(self.errors)} errors"
 
 
 class DataError(LipcError):

@@ -21,8 +21,10 @@ network tiny {
     dense 3
 }
 loss cross_entropy temperature=0.5
+data {
+    source = digits
+}
 train {
-    data = digits
     epochs = 1
     batch_size = 64
 }

@@ -138,22 +138,25 @@ def test_invalid_temperature():
     assert (caught.value.location.line, caught.value.location.column) == (5, 20)
 
 
-TRAIN_ERRORS = [
-    ("epochs = 0", "epochs must be at least 1, not 0"),
-    ("delta = 1", "delta must be less than 1, not 1"),
-    ("epsilon = -3", "epsilon must be greater than 0, not -3"),
-    ("batch_size = 2.5", "train option 'batch_size' must be a whole number, not 2.5"),
-    ("data = digts", "invalid data digts for train"),
-    ("optimizer = adma(lr=0.1)", "unknown optimizer 'adma'"),
-    ("optimizer = adam(lrr=0.1)", "unknown option 'lrr' for optimizer adam"),
-    ("optimizer = adam(lr=-1)", "lr must be greater than 0, not -1"),
-    ("epoch = 3", "unknown option 'epoch' for train"),
+SETTING_ERRORS = [
+    ("train", "epochs = 0", "epochs must be at least 1, not 0"),
+    ("privacy", "delta = 1", "delta must be less than 1, not 1"),
+    ("privacy", "epsilon = -3", "epsilon must be greater than 0, not -3"),
+    ("train", "batch_size = 2.5", "train setting 'batch_size' must be a whole number, not 2.5"),
+    ("data", "source = digts", "invalid data source digts"),
+    ("train", "optimizer = adma(lr=0.1)", "unknown optimizer 'adma'"),
+    ("train", "optimizer = adam(lrr=0.1)", "unknown option 'lrr' for optimizer adam"),
+    ("train", "optimizer = adam(lr=-1)", "lr must be greater than 0, not -1"),
+    ("train", "epoch = 3", "unknown setting 'epoch' for train"),
+    ("train", "delta = 1e-5", "'delta' is a privacy setting, not a train setting"),
+    ("train", "data = digits", "'data' is not a setting; the data set is the 'source' setting of the data section"),
+    ("train", "device = tpu", "invalid device tpu"),
 ]
 
 
-@pytest.mark.parametrize("setting, message", TRAIN_ERRORS)
-def test_invalid_train_setting(setting, message):
-    source = f"network n {{\n    input shape=[8] clip_norm=1\n    dense 2\n}}\nloss cross_entropy\ntrain {{\n    {setting}\n}}\n"
+@pytest.mark.parametrize("section, setting, message", SETTING_ERRORS)
+def test_invalid_setting(section, setting, message):
+    source = f"network n {{\n    input shape=[8] clip_norm=1\n    dense 2\n}}\nloss cross_entropy\n{section} {{\n    {setting}\n}}\n"
     with pytest.raises(SpecError) as caught:
         check_spec(parse_source(source))
     assert caught.value.message == message

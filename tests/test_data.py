@@ -444,14 +444,14 @@ def test_folder_without_data(tmp_path):
     assert message_of(tmp_path) == f"data folder {tmp_path} contains neither CIFAR-10 batches nor MNIST IDX files"
 
 
-# Settings in the train block -------------------------------------------------------------
+# Settings of the data section -------------------------------------------------------------
 
 SPEC = """network n {{
     input shape=[4] clip_norm=1
     dense 3
 }}
 loss cross_entropy
-train {{
+data {{
     {settings}
 }}
 """
@@ -468,12 +468,12 @@ def spec_message(settings: str) -> tuple[str, int, int]:
 
 
 def test_data_path_from_spec_folder(tmp_path):
-    config = parse_train('data = "train.npz"', str(tmp_path / "net.lip"))
+    config = parse_train('source = "train.npz"', str(tmp_path / "net.lip"))
     assert config.data == str(tmp_path / "train.npz")
 
 
 def test_builtin_data_name():
-    assert parse_train("data = wine").data == "wine"
+    assert parse_train("source = wine").data == "wine"
 
 
 def test_preprocess_list():
@@ -491,7 +491,7 @@ def test_standardize_with_flag():
 
 
 SPEC_ERRORS = [
-    ("data = cifar", "invalid data cifar for train", 7, 5),
+    ("source = cifar", "invalid data source cifar", 7, 5),
     ("preprocess = standardize", "preprocess step 'standardize' computes statistics of the private training data, which the privacy guarantee does not cover", 7, 18),
     ("preprocess = scal(factor=2)", "unknown preprocess step 'scal'", 7, 18),
     ("preprocess = scale(factor=0)", "scale option 'factor' must not be 0", 7, 24),

@@ -23,7 +23,11 @@ loss cross_entropy temperature=0.25
 train {
     epochs = 2
     batch_size = 16
+}
+privacy {
     epsilon = 4
+}
+data {
     SETTINGS
 }
 """
@@ -58,7 +62,7 @@ def test_train_on_npz_one_command(tmp_path):
 def test_train_on_csv_from_spec(tmp_path, capsys):
     x, y = separable_arrays()
     write_csv(tmp_path / "mine.csv", x, y, label_column="kind")
-    spec = write_spec(tmp_path, 'data = "mine.csv"\n    label_column = "kind"\n    preprocess = scale(factor=0.5)')
+    spec = write_spec(tmp_path, 'source = "mine.csv"\n    label_column = "kind"\n    preprocess = scale(factor=0.5)')
     assert main(["--quiet", "train", spec, "--out", str(tmp_path / "run")]) == 0
     ledger = json.loads((tmp_path / "run" / "ledger.json").read_text())
     assert ledger["preprocessing"] == "multiplied by the constant 0.5"
@@ -68,7 +72,7 @@ def test_train_on_csv_from_spec(tmp_path, capsys):
 def test_data_statistics_recorded_in_ledger(tmp_path):
     x, y = separable_arrays()
     write_npz(tmp_path / "mine.npz", x=x, y=y)
-    spec = write_spec(tmp_path, 'data = "mine.npz"\n    allow_data_statistics = true\n    preprocess = standardize')
+    spec = write_spec(tmp_path, 'source = "mine.npz"\n    allow_data_statistics = true\n    preprocess = standardize')
     assert main(["--quiet", "train", spec, "--out", str(tmp_path / "run")]) == 0
     ledger = json.loads((tmp_path / "run" / "ledger.json").read_text())
     assert ledger["preprocessing_covered_by_guarantee"] is False
@@ -144,7 +148,7 @@ def test_builtin_data_option_shape(tmp_path, capsys, digits_spec):
 def test_export_of_csv_run(tmp_path, capsys):
     x, y = separable_arrays()
     write_csv(tmp_path / "mine.csv", x, y, label_column="kind")
-    spec = write_spec(tmp_path, 'data = "mine.csv"\n    label_column = "kind"')
+    spec = write_spec(tmp_path, 'source = "mine.csv"\n    label_column = "kind"')
     assert main(["--quiet", "train", spec, "--out", str(tmp_path / "run")]) == 0
     assert main(["--quiet", "export", str(tmp_path / "run")]) == 0
     assert (tmp_path / "run" / "model.onnx").is_file()

@@ -33,13 +33,17 @@ network small {
     dense 10
 }
 loss cross_entropy temperature=0.1
+data {
+    source = digits
+}
 train {
-    data = digits
     epochs = 6
     batch_size = 256
     optimizer = adam(lr=0.004)
-    epsilon = 3
     seed = 1
+}
+privacy {
+    epsilon = 3
 }
 """
 STEPS_PER_EPOCH = 6

@@ -95,17 +95,17 @@ def test_added_noise_has_allocated_spread(strategy):
 
 
 def test_spec_selects_strategy():
-    source = MLP_SOURCE.replace("batch_size = 64", "batch_size = 64\n    noise = least_energy")
+    source = MLP_SOURCE + "privacy {\n    noise = least_energy\n}\n"
     assert check_spec(parse_source(source)).train.noise == "least_energy"
 
 
 def test_spec_rejects_unknown_strategy():
-    source = MLP_SOURCE.replace("batch_size = 64", "batch_size = 64\n    noise = per_tenser")
+    source = MLP_SOURCE + "privacy {\n    noise = per_tenser\n}\n"
     with pytest.raises(SpecError) as caught:
         check_spec(parse_source(source))
-    assert caught.value.message == "invalid noise per_tenser for train"
+    assert caught.value.message == "invalid noise per_tenser for privacy"
     assert caught.value.hint == "did you mean 'per_tensor'?"
-    assert caught.value.location.line == 14
+    assert caught.value.location.line == MLP_SOURCE.count("\n") + 2
 
 
 def test_compile_shows_noise_per_tensor(digits_spec, tmp_path):

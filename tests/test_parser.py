@@ -8,6 +8,7 @@ import pytest
 
 from lipc.errors import SpecError
 from lipc.lang import parse_file, parse_source
+from lipc.lang.expand import expand_spec
 from lipc.lang.syntax import Call, ListValue, Name, Number
 
 from conftest import SPECS
@@ -33,12 +34,15 @@ def test_digits_spec_tree(digits_spec):
     assert isinstance(shape.value, ListValue)
     assert [item.value for item in shape.value.items] == [64]
 
-    settings = {s.name: s.value for s in spec.trains[0].settings}
-    assert isinstance(settings["optimizer"], Call)
-    assert settings["optimizer"].function == "adam"
-    assert isinstance(settings["data"], Name)
-    assert isinstance(settings["delta"], Number)
-    assert settings["delta"].value == pytest.approx(1e-5)
+    assert [section.name for section in spec.sections] == ["data", "train", "privacy"]
+    train = {s.name: s.value for s in spec.sections_named("train")[0].settings}
+    assert isinstance(train["optimizer"], Call)
+    assert train["optimizer"].function == "adam"
+    data = {s.name: s.value for s in spec.sections_named("data")[0].settings}
+    assert isinstance(data["source"], Name)
+    privacy = {s.name: s.value for s in spec.sections_named("privacy")[0].settings}
+    assert isinstance(privacy["delta"], Number)
+    assert privacy["delta"].value == pytest.approx(1e-5)
 
 
 def test_comments_and_blank_lines_ignored():
@@ -53,7 +57,7 @@ def test_file_without_final_newline():
 
 
 def test_integers_and_floats_distinguished():
-    spec = parse_source("network n {\n    dense 64 bias_norm=1e-2 x=-3 y=.5\n}\n")
+    spec = expand_spec(parse_source("network n {\n    dense 64 bias_norm=1e-2 x=-3 y=.5\n}\n")).spec
     values = [argument.value.value for argument in spec.networks[0].layers[0].arguments]
     assert values == [64, 0.01, -3, 0.5]
     assert isinstance(values[0], int)
@@ -68,7 +72,7 @@ MALFORMED = [
     ("network n {\n    dense 64 width=\n}\n", 2, 20, "unexpected end of line; expected"),
     ("network n { dense 64 }\n", 1, 13, "expected the end of the line"),
     ("loss cross_entropy temperature=0.2\ntrain {\n    epochs 3\n}\n", 3, 12, "expected '='"),
-    ("nework n {\n}\n", 1, 1, "unexpected name 'nework'"),
+    ("nework n {\n}\n", 1, 1, "unknown keyword 'nework'"),
     ('train {\n    data = "digits\n}\n', 2, 12, "unexpected character '\"'"),
 ]
 
@@ -129,5 +133,5 @@ def test_section_inside_unclosed_network():
     with pytest.raises(SpecError) as caught:
         parse_source("network n {\n    dense 10\n\nloss cross_entropy\n", "bad.lip")
     assert (caught.value.location.line, caught.value.location.column) == (4, 1)
-    assert caught.value.message == "unexpected 'loss'; expected '}' or a name"
+    assert caught.value.message == "unexpected 'loss'; expected 'let', 'repeat', '}' or a name"
     assert caught.value.hint == "close the block above with '}' on its own line before this section"

@@ -70,7 +70,7 @@ def test_spec_without_data_rejected(tmp_path):
 
 
 def test_regression_loss_rejected_by_trainer(tmp_path):
-    source = "network n {\n    input shape=[64] clip_norm=1\n    dense 2\n}\nloss squared_error target_bound=1\ntrain {\n    data = digits\n}\n"
+    source = "network n {\n    input shape=[64] clip_norm=1\n    dense 2\n}\nloss squared_error target_bound=1\ndata {\n    source = digits\n}\n"
     compiled = lipc.compile_source(source)
     config = dataclasses.replace(compiled.checked.train, epsilon=3.0)
     with pytest.raises(UsageError) as caught:

@@ -50,9 +50,11 @@ class ArgumentReader:
         arguments: Sequence[Argument],
         positional: Sequence[str] = (),
         keywords: Sequence[str] = (),
+        noun: str = "option",
     ) -> None:
         self.spec = spec
         self.owner = owner
+        self.noun = noun
         self.location = location
         self.values: dict[str, Argument] = {}
         allowed = list(positional) + [k for k in keywords if k not in positional]
@@ -76,13 +78,19 @@ class ArgumentReader:
                     hint = did_you_mean(name, allowed) or (
                         f"{owner} accepts {', '.join(allowed)}" if allowed else f"{owner} takes no options"
                     )
-                    raise self.error(argument.location, f"unknown option '{name}' for {owner}", hint)
+                    raise self.error(argument.location, f"unknown {noun} '{name}' for {owner}", hint)
             if name in self.values:
-                raise self.error(argument.location, f"option '{name}' of {owner} is given twice", "remove one of them")
+                raise self.error(argument.location, f"{noun} '{name}' of {owner} is given twice", "remove one of them")
             self.values[name] = argument
 
     def error(self, location: Location, message: str, hint: str | None = None) -> SpecError:
         return spec_error(self.spec, location, message, hint)
+
+    def _name_hint(self, value: Value) -> str | None:
+        """Suggest a defined name for a misspelt one, as in `dense widht`."""
+        if not isinstance(value, Name):
+            return None
+        return did_you_mean(value.value, [let.name for let in self.spec.lets]) or f"'{value.value}' is not a defined name; define it with 'let {value.value} = VALUE'"
 
     def has(self, name: str) -> bool:
         return name in self.values
@@ -94,7 +102,7 @@ class ArgumentReader:
         if name in self.values:
             return self.values[name]
         if default is _REQUIRED:
-            raise self.error(self.location, f"{self.owner} needs the option '{name}'", f"add {name}=VALUE")
+            raise self.error(self.location, f"{self.owner} needs the {self.noun} '{name}'", f"add {name}=VALUE")
         return None
 
     def number(self, name: str, default=_REQUIRED, *, minimum: float | None = None, exclusive_minimum: float | None = None, maximum: float | None = None) -> float:
@@ -103,14 +111,14 @@ class ArgumentReader:
             return default
         value = argument.value
         if not isinstance(value, Number) or not math.isfinite(value.value):
-            raise self.error(argument.location, f"{self.owner} option '{name}' must be a number, not {describe_value(value)}")
+            raise self.error(argument.location, f"{self.owner} {self.noun} '{name}' must be a number, not {describe_value(value)}", self._name_hint(value))
         number = float(value.value)
         if exclusive_minimum is not None and not number > exclusive_minimum:
-            raise self.error(argument.location, f"{self.owner} option '{name}' must be greater than {exclusive_minimum:g}, not {number:g}")
+            raise self.error(argument.location, f"{self.owner} {self.noun} '{name}' must be greater than {exclusive_minimum:g}, not {number:g}")
         if minimum is not None and number < minimum:
-            raise self.error(argument.location, f"{self.owner} option '{name}' must be at least {minimum:g}, not {number:g}")
+            raise self.error(argument.location, f"{self.owner} {self.noun} '{name}' must be at least {minimum:g}, not {number:g}")
         if maximum is not None and number > maximum:
-            raise self.error(argument.location, f"{self.owner} option '{name}' must be at most {maximum:g}, not {number:g}")
+            raise self.error(argument.location, f"{self.owner} {self.noun} '{name}' must be at most {maximum:g}, not {number:g}")
         return number
 
     def integer(self, name: str, default=_REQUIRED, *, minimum: int | None = None) -> int:
@@ -119,9 +127,9 @@ class ArgumentReader:
             return default
         value = argument.value
         if not isinstance(value, Number) or not isinstance(value.value, int):
-            raise self.error(argument.location, f"{self.owner} option '{name}' must be a whole number, not {describe_value(value)}")
+            raise self.error(argument.location, f"{self.owner} {self.noun} '{name}' must be a whole number, not {describe_value(value)}", self._name_hint(value))
         if minimum is not None and value.value < minimum:
-            raise self.error(argument.location, f"{self.owner} option '{name}' must be at least {minimum}, not {value.value}")
+            raise self.error(argument.location, f"{self.owner} {self.noun} '{name}' must be at least {minimum}, not {value.value}")
         return value.value
 
     def shape(self, name: str) -> tuple[int, ...]:
@@ -133,7 +141,7 @@ class ArgumentReader:
         if not valid:
             raise self.error(
                 argument.location,
-                f"{self.owner} option '{name}' must be a list of positive whole numbers, not {describe_value(value)}",
+                f"{self.owner} {self.noun} '{name}' must be a list of positive whole numbers, not {describe_value(value)}",
                 "write a shape without the batch dimension, as in shape=[64] or shape=[1, 28, 28]",
             )
         return tuple(item.value for item in value.items)
@@ -154,7 +162,7 @@ class ArgumentReader:
         if argument is None:
             return default
         if not isinstance(argument.value, (Call, Name)):
-            raise self.error(argument.location, f"{self.owner} option '{name}' must be a name or a call such as adam(lr=0.01), not {describe_value(argument.value)}")
+            raise self.error(argument.location, f"{self.owner} {self.noun} '{name}' must be a name or a call such as adam(lr=0.01), not {describe_value(argument.value)}")
         return argument.value
 
     def number_list(self, name: str, default=_REQUIRED, *, minimum: float = 0.0) -> tuple[float, ...]:
@@ -164,5 +172,5 @@ class ArgumentReader:
         value = argument.value
         valid = isinstance(value, ListValue) and all(isinstance(i, Number) and math.isfinite(i.value) and i.value >= minimum for i in value.items)
         if not valid:
-            raise self.error(argument.location, f"{self.owner} option '{name}' must be a list of numbers of at least {minimum:g}, not {describe_value(value)}")
+            raise self.error(argument.location, f"{self.owner} {self.noun} '{name}' must be a list of numbers of at least {minimum:g}, not {describe_value(value)}")
         return tuple(float(i.value) for i in value.items)

@@ -6,10 +6,12 @@ import math
 from dataclasses import dataclass
 
 from lipc.check.arguments import end_location, spec_error
-from lipc.check.layers import InputLayer, Layer, parse_layer
+from lipc.check.layers import LAYER_KINDS, UNBOUNDED_LAYERS, InputLayer, Layer, check_layer_kind, parse_layer
 from lipc.check.losses import BINARY_LABELS, REGRESSION_TARGETS, Loss, parse_loss
 from lipc.check.training import TrainConfig, parse_train
-from lipc.errors import SpecError, did_you_mean
+from lipc.check.warnings import spec_warnings
+from lipc.errors import SpecError, SpecErrors, SpecWarning, did_you_mean
+from lipc.lang.expand import expand_spec
 from lipc.lang.syntax import NetworkDecl, SpecFile
 
 # Relative margin added to every sensitivity, so that float32 rounding in the forward and
@@ -44,6 +46,7 @@ class CheckedSpec:
     layers: tuple[LayerBound, ...]
     loss: Loss
     train: TrainConfig
+    warnings: tuple[SpecWarning, ...] = ()
 
     @property
     def input_layer(self) -> InputLayer:
@@ -100,25 +103,39 @@ def _single(spec: SpecFile, sections, what: str):
     return sections[0] if sections else None
 
 
-def _check_layers(spec: SpecFile, network: NetworkDecl) -> list[Layer]:
+def _check_layers(spec: SpecFile, network: NetworkDecl, errors: list[SpecError]) -> list[Layer] | None:
+    """Check every layer in order; return None when some layer has an error.
+
+    After the first error the shapes that reach later layers are unknown, so later layers
+    are checked only for unknown kinds, which do not depend on shapes.
+    """
     if not network.layers or network.layers[0].kind != "input":
         location = network.layers[0].location if network.layers else network.location
-        raise spec_error(
+        errors.append(spec_error(
             spec,
             location,
             "the network must start with an 'input' layer",
             "declare the shape and the clipping radius first, as in 'input shape=[64] clip_norm=1.0'",
-        )
+        ))
+        return None
 
     layers: list[Layer] = []
-    shape: tuple[int, ...] = ()
+    shape: tuple[int, ...] | None = ()
     for decl in network.layers:
-        if decl.kind == "input" and layers:
-            raise spec_error(spec, decl.location, "a network has exactly one 'input' layer, and it comes first", "remove this one")
-        layer = parse_layer(spec, decl, shape)
+        try:
+            if decl.kind == "input" and layers:
+                raise spec_error(spec, decl.location, "a network has exactly one 'input' layer, and it comes first", "remove this one")
+            if shape is None:
+                check_layer_kind(spec, decl)
+                continue
+            layer = parse_layer(spec, decl, shape)
+        except SpecError as error:
+            errors.append(error)
+            shape = None
+            continue
         layers.append(layer)
         shape = layer.output_shape
-    return layers
+    return layers if shape is not None else None
 
 
 def _input_norm_bounds(layers: list[Layer]) -> list[float]:
@@ -161,18 +178,41 @@ def _check_output(spec: SpecFile, layers: list[Layer], loss: Loss) -> None:
 
 
 def check_spec(spec: SpecFile, network_name: str | None = None) -> CheckedSpec:
-    """Check `spec` and compute its bounds; raise SpecError at the first problem."""
+    """Check `spec` and compute its bounds.
+
+    Raise SpecErrors listing every independent problem: each layer error (until the shapes
+    are lost), the loss, and each settings section.
+    """
+    expansion = expand_spec(spec, set(LAYER_KINDS) | set(UNBOUNDED_LAYERS))
+    spec = expansion.spec
     network = _select_network(spec, network_name)
-    loss_decl = _single(spec, spec.losses, "loss")
-    train_decl = _single(spec, spec.trains, "train")
+    errors: list[SpecError] = []
 
-    layers = _check_layers(spec, network)
-    output_shape = layers[-1].output_shape
-    loss = parse_loss(spec, loss_decl, output_shape, _input_norm_bounds(layers)[-1])
-    train = parse_train(spec, train_decl)
+    layers = _check_layers(spec, network, errors)
+    loss = None
+    try:
+        loss_decl = _single(spec, spec.losses, "loss")
+        if layers is not None:
+            loss = parse_loss(spec, loss_decl, layers[-1].output_shape, _input_norm_bounds(layers)[-1])
+    except SpecError as error:
+        errors.append(error)
 
-    _check_output(spec, layers, loss)
-    if not any(layer.has_parameters for layer in layers):
-        raise spec_error(spec, network.location, "the network has no trainable layer", "add a 'dense' layer")
+    train = None
+    try:
+        train = parse_train(spec)
+    except SpecError as error:
+        errors.append(error)
 
-    return CheckedSpec(spec, network.name, tuple(_propagate_bounds(layers, loss)), loss, train)
+    if layers is not None and loss is not None:
+        try:
+            _check_output(spec, layers, loss)
+            if not any(layer.has_parameters for layer in layers):
+                raise spec_error(spec, network.location, "the network has no trainable layer", "add a 'dense' layer")
+        except SpecError as error:
+            errors.append(error)
+    if errors:
+        raise SpecErrors(errors)
+
+    bounds = tuple(_propagate_bounds(layers, loss))
+    warnings = spec_warnings(spec, bounds, train, expansion)
+    return CheckedSpec(spec, network.name, bounds, loss, train, warnings)

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from lipc.check.arguments import ArgumentReader, describe_value, spec_error
-from lipc.errors import Location, did_you_mean
+from lipc.errors import Location, SpecError, did_you_mean
+from lipc.lang.expand import use_notes
 from lipc.lang.syntax import LayerDecl, ListValue, Number, SpecFile
 
 Shape = tuple[int, ...]
@@ -593,15 +594,27 @@ UNBOUNDED_LAYERS = {
 }
 
 
-def parse_layer(spec: SpecFile, decl: LayerDecl, input_shape: Shape) -> Layer:
-    """Check one layer declaration against the shape that reaches it."""
+def check_layer_kind(spec: SpecFile, decl: LayerDecl) -> None:
+    """Reject a layer kind that is unknown or has no certified bound."""
     if decl.kind in UNBOUNDED_LAYERS:
         raise spec_error(spec, decl.location, f"layer '{decl.kind}' has no certified Lipschitz bound", UNBOUNDED_LAYERS[decl.kind])
     if decl.kind not in LAYER_KINDS:
-        hint = did_you_mean(decl.kind, LAYER_KINDS) or f"the layers are {', '.join(sorted(LAYER_KINDS))}"
+        names = list(LAYER_KINDS) + [block.name for block in spec.blocks]
+        hint = did_you_mean(decl.kind, names) or f"the layers are {', '.join(sorted(LAYER_KINDS))}"
         raise spec_error(spec, decl.location, f"unknown layer '{decl.kind}'", hint)
-    if decl.body is not None and decl.kind != "residual":
-        raise spec_error(spec, decl.location, f"layer '{decl.kind}' takes no block of inner layers", "only 'residual' has a block; remove the braces")
-    parser, positional, keywords = LAYER_KINDS[decl.kind]
-    reader = ArgumentReader(spec, decl.kind, decl.location, decl.arguments, positional, keywords)
-    return parser(reader, decl, input_shape)
+
+
+def parse_layer(spec: SpecFile, decl: LayerDecl, input_shape: Shape) -> Layer:
+    """Check one layer declaration against the shape that reaches it."""
+    try:
+        check_layer_kind(spec, decl)
+        if decl.body is not None and decl.kind != "residual":
+            raise spec_error(spec, decl.location, f"layer '{decl.kind}' takes no block of inner layers", "only 'residual' has a block; remove the braces")
+        parser, positional, keywords = LAYER_KINDS[decl.kind]
+        reader = ArgumentReader(spec, decl.kind, decl.location, decl.arguments, positional, keywords)
+        return parser(reader, decl, input_shape)
+    except SpecError as error:
+        # Point from a layer inside a block to the lines that used the block.
+        if decl.used_at and not error.notes:
+            error.with_notes(use_notes(spec, decl.used_at))
+        raise

@@ -1,4 +1,4 @@
-"""The `train` block: data set, schedule, optimizer and privacy target."""
+"""The settings sections: `train` (schedule and optimizer), `data` and `privacy`."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import torch
 from lipc.check.arguments import ArgumentReader, describe_value, spec_error
 from lipc.data import BUILTIN_DATASETS, DEFAULT_LABEL_COLUMN, L2Normalize, Normalize, PreprocessStep, Scale, Standardize
 from lipc.data.preprocess import DATA_DEPENDENT_STEPS, PUBLIC_STEPS
-from lipc.errors import did_you_mean
-from lipc.lang.syntax import Argument, Call, ListValue, Name, Number, SpecFile, String, TrainDecl
+from lipc.errors import SpecError, SpecErrors, did_you_mean
+from lipc.lang.syntax import Argument, Call, ListValue, Name, Number, SectionDecl, SpecFile, String
 from lipc.privacy.accounting import ACCOUNTANTS
 from lipc.privacy.noise import NOISE_STRATEGIES
 from lipc.privacy.sampling import SAMPLING_METHODS
@@ -49,6 +49,7 @@ class OptimizerConfig:
 class TrainConfig:
     """Settings of a training run; the command line may override each of them."""
 
+    # `data` is a built-in name or a path; a path in a spec is resolved from the spec's folder.
     data: str | None = None
     epochs: int = 10
     batch_size: int = 256
@@ -60,7 +61,8 @@ class TrainConfig:
     sampling: str = "poisson"
     seed: int = 0
     certify_radii: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0)
-    # `data` is a built-in name or a path; a path in a spec is resolved from the spec's folder.
+    # "auto" (a GPU when there is one), "cpu", "cuda" or "cuda:N".
+    device: str = "auto"
     test_data: str | None = None
     label_column: str = DEFAULT_LABEL_COLUMN
     preprocess: tuple[PreprocessStep, ...] = ()
@@ -132,45 +134,130 @@ def parse_optimizer(spec: SpecFile, value: Call | Name) -> OptimizerConfig:
     return OptimizerConfig(class_name, tuple(arguments.items()))
 
 
-def parse_train(spec: SpecFile, decl: TrainDecl | None) -> TrainConfig:
-    """Read a `train` block into a TrainConfig; settings left out keep their defaults."""
-    defaults = TrainConfig()
-    if decl is None:
-        return defaults
-    arguments = [Argument(s.name, s.value, s.location) for s in decl.settings]
-    keywords = ("data", "epochs", "batch_size", "optimizer", "epsilon", "delta", "noise", "accountant", "sampling", "seed", "certify_radii")
-    keywords += DATA_KEYWORDS
-    reader = ArgumentReader(spec, "train", decl.location, arguments, (), keywords)
+# The settings of each section. Each command-line option of `lipc train` overrides one of them:
+# --epochs, --batch-size, --seed, --device, --lr (the optimizer's lr), --data (source),
+# --test-data (test_source), --label-column, --epsilon, --delta, --noise, --accountant, --sampling.
+SECTION_SETTINGS = {
+    "train": ("epochs", "batch_size", "optimizer", "seed", "device", "certify_radii"),
+    "data": ("source", "test_source", "label_column", "preprocess", "allow_data_statistics"),
+    "privacy": ("epsilon", "delta", "noise", "accountant", "sampling"),
+}
 
-    values = {
-        "data": parse_data_source(spec, reader, "data", defaults.data),
-        "epochs": reader.integer("epochs", defaults.epochs),
-        "batch_size": reader.integer("batch_size", defaults.batch_size),
-        "epsilon": reader.number("epsilon", defaults.epsilon),
-        "delta": reader.number("delta", defaults.delta),
-        "noise": reader.choice("noise", NOISE_STRATEGIES, defaults.noise),
-        "accountant": reader.choice("accountant", ACCOUNTANTS, defaults.accountant),
-        "sampling": reader.choice("sampling", SAMPLING_METHODS, defaults.sampling),
-        "seed": reader.integer("seed", defaults.seed),
-        "certify_radii": reader.number_list("certify_radii", defaults.certify_radii),
-    }
+
+# Names that users reach for, by analogy with --data and --test-data, and the setting meant.
+_DATA_SET_SETTINGS = {"data": "source", "test_data": "test_source"}
+
+
+def _section_of(setting: str) -> str | None:
+    return next((section for section, names in SECTION_SETTINGS.items() if setting in names), None)
+
+
+def check_sections(spec: SpecFile) -> list[SpecError]:
+    """Check section names, repeated sections and settings written in the wrong section."""
+    errors = []
+    seen = set()
+    for section in spec.sections:
+        if section.name not in SECTION_SETTINGS:
+            hint = did_you_mean(section.name, SECTION_SETTINGS) or f"the sections are {', '.join(SECTION_SETTINGS)}"
+            errors.append(spec_error(spec, section.location, f"unknown section '{section.name}'", hint))
+            continue
+        if section.name in seen:
+            errors.append(spec_error(spec, section.location, f"the file has more than one '{section.name}' section", "merge them into one"))
+        seen.add(section.name)
+        for setting in section.settings:
+            if setting.name in _DATA_SET_SETTINGS:
+                new_name = _DATA_SET_SETTINGS[setting.name]
+                errors.append(spec_error(spec, setting.location, f"'{setting.name}' is not a setting; the data set is the '{new_name}' setting of the data section", f"write data {{ {new_name} = ... }}"))
+                continue
+            home = _section_of(setting.name)
+            if home is not None and home != section.name:
+                errors.append(spec_error(spec, setting.location, f"'{setting.name}' is a {home} setting, not a {section.name} setting", f"move it to the '{home}' section"))
+    return errors
+
+
+def _reader(spec: SpecFile, section_name: str) -> ArgumentReader:
+    sections = spec.sections_named(section_name)
+    if not sections:
+        return ArgumentReader(spec, section_name, None, (), (), SECTION_SETTINGS[section_name], noun="setting")
+    section = sections[0]
+    # Settings that belong to another section were reported by check_sections.
+    arguments = [Argument(s.name, s.value, s.location) for s in section.settings if _section_of(s.name) in (None, section_name)]
+    return ArgumentReader(spec, section_name, section.location, arguments, (), SECTION_SETTINGS[section_name], noun="setting")
+
+
+def _check_ranges(spec: SpecFile, reader: ArgumentReader, values: dict) -> None:
     for name, value in values.items():
         if name in SETTING_RANGES and value is not None:
             problem = range_problem(name, value)
             if problem:
                 raise spec_error(spec, reader.location_of(name), problem)
 
+
+def _train_settings(spec: SpecFile, defaults: "TrainConfig") -> dict:
+    reader = _reader(spec, "train")
+    values = {
+        "epochs": reader.integer("epochs", defaults.epochs),
+        "batch_size": reader.integer("batch_size", defaults.batch_size),
+        "seed": reader.integer("seed", defaults.seed),
+        "certify_radii": reader.number_list("certify_radii", defaults.certify_radii),
+    }
+    _check_ranges(spec, reader, values)
     optimizer = reader.call("optimizer", None)
     values["optimizer"] = parse_optimizer(spec, optimizer) if optimizer is not None else defaults.optimizer
+    if reader.has("device"):
+        values["device"] = parse_device(spec, reader.values["device"])
+    return values
+
+
+def _privacy_settings(spec: SpecFile, defaults: "TrainConfig") -> dict:
+    reader = _reader(spec, "privacy")
+    values = {
+        "epsilon": reader.number("epsilon", defaults.epsilon),
+        "delta": reader.number("delta", defaults.delta),
+        "noise": reader.choice("noise", NOISE_STRATEGIES, defaults.noise),
+        "accountant": reader.choice("accountant", ACCOUNTANTS, defaults.accountant),
+        "sampling": reader.choice("sampling", SAMPLING_METHODS, defaults.sampling),
+    }
+    _check_ranges(spec, reader, values)
+    return values
+
+
+def _data_settings(spec: SpecFile, defaults: "TrainConfig") -> dict:
+    reader = _reader(spec, "data")
+    values = {"data": parse_data_source(spec, reader, "source", defaults.data)}
     values.update(parse_data_settings(spec, reader))
+    return values
+
+
+def parse_train(spec: SpecFile) -> TrainConfig:
+    """Read the train, data and privacy sections into a TrainConfig; settings left out keep their defaults.
+
+    Raise SpecErrors listing the first problem of each section, and every misplaced setting.
+    """
+    defaults = TrainConfig()
+    errors = check_sections(spec)
+    values = {}
+    for read in (_train_settings, _data_settings, _privacy_settings):
+        try:
+            values.update(read(spec, defaults))
+        except SpecError as error:
+            errors.append(error)
+    if errors:
+        raise SpecErrors(errors)
     return TrainConfig(**values)
 
 
+def parse_device(spec: SpecFile, argument: Argument) -> str:
+    """Read `device = cpu`, `cuda`, `auto` or `"cuda:1"`."""
+    value = argument.value
+    text = value.value if isinstance(value, (Name, String)) else None
+    valid = text in ("auto", "cpu", "cuda") or (text is not None and text.startswith("cuda:") and text[5:].isdigit())
+    if not valid:
+        raise spec_error(spec, argument.location, f"invalid device {describe_value(value)}", 'use auto, cpu, cuda or "cuda:N"')
+    return text
+
 
 # Data and preprocessing settings ---------------------------------------------------------
-
-DATA_KEYWORDS = ("test_data", "label_column", "preprocess", "allow_data_statistics")
-
 
 def parse_data_source(spec: SpecFile, reader: ArgumentReader, name: str, default: str | None) -> str | None:
     """Read a built-in data set (a name) or a data file (a "path", resolved from the spec's folder)."""
@@ -190,12 +277,12 @@ def parse_data_source(spec: SpecFile, reader: ArgumentReader, name: str, default
     hint = (did_you_mean(text, BUILTIN_DATASETS) if text else None) or (
         f'use a built-in data set ({", ".join(BUILTIN_DATASETS)}) or a file path in quotes, as in {name} = "train.npz"'
     )
-    raise spec_error(spec, argument.location, f"invalid {name} {describe_value(value)} for {reader.owner}", hint)
+    raise spec_error(spec, argument.location, f"invalid data {name} {describe_value(value)}", hint)
 
 
 def parse_data_settings(spec: SpecFile, reader: ArgumentReader) -> dict:
-    """Read the test set, the CSV label column and the preprocessing steps of a train block."""
-    settings = {"test_data": parse_data_source(spec, reader, "test_data", None)}
+    """Read the test set, the CSV label column and the preprocessing steps of a data section."""
+    settings = {"test_data": parse_data_source(spec, reader, "test_source", None)}
 
     if reader.has("label_column"):
         argument = reader.values["label_column"]

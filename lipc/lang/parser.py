@@ -11,27 +11,35 @@ from pathlib import Path
 import lark
 from lark import Lark, Token, Transformer
 
-from lipc.errors import Location, SpecError
+from lipc.errors import Location, SpecError, did_you_mean
 from lipc.lang.syntax import (
     Argument,
+    BinaryOperation,
+    BlockDecl,
     Call,
     LayerDecl,
+    LetDecl,
     ListValue,
     LossDecl,
     Name,
+    Negation,
     NetworkDecl,
     Number,
+    Parameter,
+    RepeatDecl,
+    SectionDecl,
     Setting,
     SpecFile,
     String,
-    TrainDecl,
 )
 
 # Words that describe each terminal of the grammar to users in error messages.
 TERMINAL_WORDS = {
     "NETWORK": "'network'",
     "LOSS": "'loss'",
-    "TRAIN": "'train'",
+    "LET": "'let'",
+    "BLOCK": "'block'",
+    "REPEAT": "'repeat'",
     "LBRACE": "'{'",
     "RBRACE": "'}'",
     "LPAR": "'('",
@@ -40,6 +48,11 @@ TERMINAL_WORDS = {
     "RSQB": "']'",
     "COMMA": "','",
     "EQUAL": "'='",
+    "PLUS": "'+'",
+    "MINUS": "'-'",
+    "STAR": "'*'",
+    "SLASH": "'/'",
+    "FUNCTION": "a function call",
     "NAME": "a name",
     "NUMBER": "a number",
     "STRING": "a quoted string",
@@ -48,10 +61,15 @@ TERMINAL_WORDS = {
 }
 
 # Descriptions of an unexpected token, as in "unexpected name 'x'".
-_FOUND_WORDS = {"NAME": "name {}", "NUMBER": "number {}", "STRING": "string {}", "_NL": "end of line"}
+_FOUND_WORDS = {"NAME": "name {}", "FUNCTION": "call of {}", "NUMBER": "number {}", "STRING": "string {}", "_NL": "end of line"}
 
-_INTEGER = re.compile(r"[+-]?\d+")
-_PUNCTUATION = {"LBRACE", "RBRACE", "LPAR", "RPAR", "LSQB", "RSQB", "COMMA", "EQUAL", "NETWORK", "LOSS", "TRAIN"}
+_INTEGER = re.compile(r"\d+")
+_FIRST_WORD = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)")
+
+# The keywords that start a top-level item or a statement.
+KEYWORDS = ("network", "loss", "let", "block", "repeat")
+_KEYWORDS = {"NETWORK", "LOSS", "LET", "BLOCK", "REPEAT"}
+_PUNCTUATION = {"LBRACE", "RBRACE", "LPAR", "RPAR", "LSQB", "RSQB", "COMMA", "EQUAL", "PLUS", "MINUS", "STAR", "SLASH"} | _KEYWORDS
 
 
 def _grammar_text() -> str:
@@ -90,8 +108,10 @@ def parse_file(path: str | os.PathLike) -> SpecFile:
 
 def parse_source(source: str, path: str = "<string>") -> SpecFile:
     """Parse `.lip` source text; `path` is only used in error messages."""
+    # Every statement ends with a newline, so a file may not end in the middle of one.
+    text = source if source.endswith("\n") else source + "\n"
     try:
-        tree = _parser().parse(source)
+        tree = _parser().parse(text)
     except lark.exceptions.UnexpectedInput as error:
         raise _syntax_error(error, source, path) from None
     return _SyntaxTreeBuilder(path, source).build(tree)
@@ -130,22 +150,35 @@ def _syntax_error(error: lark.exceptions.UnexpectedInput, source: str, path: str
         hint = "close every block with '}' on its own line" if "RBRACE" in expected else "the file ends too early"
 
     source_line = lines[line - 1] if 0 < line <= len(lines) else ""
+
+    # A misspelt keyword, as in `nework n {`, first shows up as an unexpected token after it.
+    first_word = _FIRST_WORD.match(source_line)
+    if first_word and first_word.end(1) < column:
+        suggestion = did_you_mean(first_word.group(1), KEYWORDS)
+        if suggestion and first_word.group(1) not in KEYWORDS:
+            column = first_word.start(1) + 1
+            message = f"unknown keyword '{first_word.group(1)}'"
+            hint = suggestion
     return SpecError(message, location=Location(path, line, column), source_line=source_line, hint=hint)
 
 
 def _hint_for(found: str, expected: set[str]) -> str:
-    if found in {"NETWORK", "LOSS", "TRAIN"} and "RBRACE" in expected:
+    if found in _KEYWORDS - {"REPEAT"} and "RBRACE" in expected:
         return "close the block above with '}' on its own line before this section"
     if found == "_NL" and "LBRACE" in expected:
         return "open the block on the same line, as in 'network NAME {'"
     if found == "_NL" and "EQUAL" in expected:
-        return "train settings are written 'name = value', one per line"
+        return "settings are written 'name = value', one per line"
     if found == "LBRACE" and "NAME" in expected:
         return "a network needs a name, as in 'network digits_mlp {'"
-    if "_NL" in expected and found in {"NAME", "NUMBER", "STRING", "RBRACE"}:
+    if found == "MINUS" and "_NL" in expected:
+        return "a positional argument cannot start with '-': write it in parentheses, as in (-1)"
+    if found in {"PLUS", "STAR", "SLASH", "RPAR", "COMMA"} and expected & {"NUMBER", "NAME"}:
+        return "an operator needs a value on each side, as in width * 2"
+    if "_NL" in expected and found in {"NAME", "NUMBER", "STRING", "RBRACE", "FUNCTION", "LBRACE"}:
         return "put each layer and each setting on its own line, and '}' on a line of its own"
-    if found == "NAME" and expected & {"NETWORK", "LOSS", "TRAIN"}:
-        return "a file holds 'network NAME { ... }', 'loss NAME ...' and 'train { ... }' sections"
+    if found in {"NAME", "FUNCTION"} and expected & {"NETWORK", "LOSS", "LET", "BLOCK"}:
+        return "a file holds 'network NAME { ... }', 'loss NAME ...', 'let NAME = VALUE', 'block NAME(...) { ... }' and settings sections such as 'train { ... }'"
     if found == "EQUAL":
         return "write keyword arguments as name=value after the layer name"
     return "see the example networks in specs/ for the syntax"
@@ -160,14 +193,8 @@ class _SyntaxTreeBuilder(Transformer):
         self.source = source
 
     def build(self, tree) -> SpecFile:
-        sections = self.transform(tree).children
-        return SpecFile(
-            path=self.path,
-            source=self.source,
-            networks=tuple(s for s in sections if isinstance(s, NetworkDecl)),
-            losses=tuple(s for s in sections if isinstance(s, LossDecl)),
-            trains=tuple(s for s in sections if isinstance(s, TrainDecl)),
-        )
+        items = self.transform(tree).children
+        return SpecFile(path=self.path, source=self.source, items=tuple(items))
 
     def _at(self, token: Token) -> Location:
         return Location(self.path, token.line, token.column)
@@ -176,11 +203,13 @@ class _SyntaxTreeBuilder(Transformer):
     def _content(children):
         return [c for c in children if not (isinstance(c, Token) and c.type in _PUNCTUATION)]
 
+    # Values ---------------------------------------------------------------------------
+
     def number(self, children):
         (token,) = children
         text = str(token)
         value = int(text) if _INTEGER.fullmatch(text) else float(text)
-        return Number(value, self._at(token))
+        return Number(value, self._at(token), text)
 
     def string(self, children):
         (token,) = children
@@ -189,6 +218,10 @@ class _SyntaxTreeBuilder(Transformer):
     def name(self, children):
         (token,) = children
         return Name(str(token), self._at(token))
+
+    def parenthesized(self, children):
+        (value,) = self._content(children)
+        return value
 
     def list(self, children):
         bracket = children[0]
@@ -200,6 +233,27 @@ class _SyntaxTreeBuilder(Transformer):
         arguments = tuple(a for a in rest if a is not None)
         return Call(str(function), arguments, self._at(function))
 
+    def _binary(self, operator: str, children):
+        left, right = self._content(children)
+        return BinaryOperation(operator, left, right, left.location)
+
+    def add(self, children):
+        return self._binary("+", children)
+
+    def subtract(self, children):
+        return self._binary("-", children)
+
+    def multiply(self, children):
+        return self._binary("*", children)
+
+    def divide(self, children):
+        return self._binary("/", children)
+
+    def negate(self, children):
+        sign = children[0]
+        (operand,) = self._content(children)
+        return Negation(operand, self._at(sign))
+
     def keyword_argument(self, children):
         name, value = self._content(children)
         return Argument(str(name), value, self._at(name))
@@ -207,17 +261,40 @@ class _SyntaxTreeBuilder(Transformer):
     def _arguments(self, items):
         return tuple(item if isinstance(item, Argument) else Argument(None, item, item.location) for item in items)
 
+    # Statements and sections ----------------------------------------------------------
+
     def layer(self, children):
         has_body = any(isinstance(c, Token) and c.type == "LBRACE" for c in children)
         kind, *rest = self._content(children)
-        arguments = [item for item in rest if not isinstance(item, LayerDecl)]
-        body = tuple(item for item in rest if isinstance(item, LayerDecl)) if has_body else None
+        arguments = [item for item in rest if not isinstance(item, (LayerDecl, LetDecl, RepeatDecl))]
+        body = tuple(item for item in rest if isinstance(item, (LayerDecl, LetDecl, RepeatDecl))) if has_body else None
         return LayerDecl(str(kind), self._arguments(arguments), self._at(kind), body)
+
+    def repeat(self, children):
+        keyword = children[0]
+        count, *body = self._content(children)
+        return RepeatDecl(count, tuple(body), self._at(keyword))
+
+    def let(self, children):
+        keyword = children[0]
+        name, value = self._content(children)
+        return LetDecl(str(name), value, self._at(keyword))
+
+    def parameter(self, children):
+        name, *default = self._content(children)
+        return Parameter(str(name), default[0] if default else None, self._at(name))
+
+    def block(self, children):
+        keyword = children[0]
+        name, *rest = self._content(children)
+        parameters = tuple(item for item in rest if isinstance(item, Parameter))
+        body = tuple(item for item in rest if not isinstance(item, Parameter) and item is not None)
+        return BlockDecl(str(name), parameters, body, self._at(keyword))
 
     def network(self, children):
         keyword = children[0]
-        name, *layers = self._content(children)
-        return NetworkDecl(str(name), tuple(layers), self._at(keyword))
+        name, *statements = self._content(children)
+        return NetworkDecl(str(name), tuple(statements), self._at(keyword))
 
     def loss(self, children):
         keyword = children[0]
@@ -228,6 +305,6 @@ class _SyntaxTreeBuilder(Transformer):
         name, value = self._content(children)
         return Setting(str(name), value, self._at(name))
 
-    def train(self, children):
-        keyword = children[0]
-        return TrainDecl(tuple(self._content(children)), self._at(keyword))
+    def section(self, children):
+        name, *settings = self._content(children)
+        return SectionDecl(str(name), tuple(settings), self._at(name))
