@@ -248,3 +248,14 @@ def test_grammar_has_no_conflicts(caplog):
     finally:
         lark_logger.setLevel(logging.WARNING)
     assert not [record for record in caplog.records if "conflict" in record.getMessage().lower()]
+
+
+def test_command_line_overrides_sections():
+    from lipc.cli import _build_parser, _config_with_overrides
+
+    source = HEADER + FOOTER + "train {\n    epochs = 5\n    seed = 3\n}\nprivacy {\n    epsilon = 2\n    noise = global\n}\n"
+    config = check_spec(parse_source(source)).train
+    args = _build_parser().parse_args(["train", "net.lip", "--epochs", "1", "--noise", "per_tensor", "--lr", "0.5"])
+    overridden = _config_with_overrides(config, args)
+    assert (overridden.epochs, overridden.noise, overridden.optimizer.learning_rate) == (1, "per_tensor", 0.5)
+    assert (overridden.seed, overridden.epsilon) == (3, 2)

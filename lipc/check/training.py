@@ -181,7 +181,11 @@ def _reader(spec: SpecFile, section_name: str) -> ArgumentReader:
         return ArgumentReader(spec, section_name, None, (), (), SECTION_SETTINGS[section_name], noun="setting")
     section = sections[0]
     # Settings that belong to another section were reported by check_sections.
-    arguments = [Argument(s.name, s.value, s.location) for s in section.settings if _section_of(s.name) in (None, section_name)]
+    arguments = [
+        Argument(s.name, s.value, s.location)
+        for s in section.settings
+        if _section_of(s.name) in (None, section_name) and s.name not in _DATA_SET_SETTINGS
+    ]
     return ArgumentReader(spec, section_name, section.location, arguments, (), SECTION_SETTINGS[section_name], noun="setting")
 
 
