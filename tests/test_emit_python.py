@@ -219,6 +219,13 @@ def test_generation_keeps_random_state():
     assert torch.equal(torch.get_rng_state(), state)
 
 
+def test_generation_keeps_eval_mode():
+    compiled = lipc.compile(SPECS / "digits_mlp.lip")
+    compiled.module.eval()
+    generate_python_source(compiled)
+    assert not compiled.module.training
+
+
 def test_docstring_names_spec_and_version():
     source = generate_python_source(lipc.compile(SPECS / "digits_mlp.lip"))
     assert source.startswith('"""The Lipschitz network digits_mlp as a PyTorch module.\n')

@@ -10,9 +10,9 @@ written.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import inspect
-import json
 import keyword
 import math
 import os
@@ -20,6 +20,7 @@ import secrets
 import shlex
 import sys
 import textwrap
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Union
@@ -42,7 +43,7 @@ VERIFICATION_EXAMPLES = 4
 VERIFICATION_SEED = 0
 
 # Names that the generated module defines besides its imports: the class name avoids them.
-DEFINED_NAMES = {"os", "torch", "load_network", "loss_function"}
+DEFINED_NAMES = {"os", "torch", "INPUT_SHAPE", "INPUT_CLIP_NORM", "LIPSCHITZ_BOUND", "SENSITIVITIES", "LOSS", "loss_function", "load_network"}
 
 BUG_HINT = "report this as a lipc bug, with the spec file"
 
@@ -217,9 +218,8 @@ def _constructor_arguments(module: nn.Module, where: str) -> list[tuple[str, obj
 
 def _module_expression(module: nn.Module, imports: _Imports, where: str) -> Call:
     if isinstance(module, modules.LipschitzSequential):
-        imports.names.setdefault("collections", set()).add("OrderedDict")
         children = tuple((name, _module_expression(child, imports, f"{where}.{name}")) for name, child in module.named_children())
-        return Call(imports.name(type(module)), ((None, Call("OrderedDict", children)),))
+        return Call(imports.name(type(module)), ((None, Call(imports.name(OrderedDict), children)),))
 
     arguments = _constructor_arguments(module, where)
     return Call(imports.name(type(module)), tuple((key, _literal(value, imports, where)) for key, value in arguments))
@@ -370,11 +370,14 @@ def generate_python_source(compiled: CompiledNetwork) -> str:
 
 
 def _layer_settings(network: nn.Module) -> list[tuple[str, str, str]]:
-    """Name, class and public attributes (the constructor's settings) of every submodule, as text."""
+    """List the name, class and public attributes (the constructor's settings) of every submodule, as text.
+
+    The `training` flag is left out: train or eval mode is not part of the network's definition.
+    """
     settings = []
     for name, module in network.named_modules():
         if name:
-            attributes = {key: value for key, value in vars(module).items() if not key.startswith("_")}
+            attributes = {key: value for key, value in vars(module).items() if not key.startswith("_") and key != "training"}
             settings.append((name, type(module).__qualname__, repr(attributes)))
     return settings
 
@@ -387,19 +390,22 @@ def verify_python_source(source: str, compiled: CompiledNetwork, name: str) -> N
     on a random batch once the compiled network's weights are loaded.
     """
     namespace: dict[str, object] = {"__name__": f"lipc_generated_{compiled.name}"}
+    # Both networks run on the CPU, wherever the compiled one lives.
+    reference = copy.deepcopy(compiled.module).cpu()
+
     # Building the network draws random initial weights: keep the caller's random state.
     with torch.random.fork_rng(devices=[]):
         try:
             exec(compile(source, f"<Python source of {compiled.name}>", "exec"), namespace)  # noqa: S102  (lipc's own output)
             generated = namespace[name]()
-            generated.load_state_dict(compiled.module.state_dict())
+            generated.load_state_dict(reference.state_dict())
         except Exception as error:  # noqa: BLE001  (any failure means that the source is wrong)
             raise RunError(f"the Python source for {compiled.name} does not build the network: {error}", hint=BUG_HINT) from None
 
         torch.manual_seed(VERIFICATION_SEED)
         batch = torch.randn(VERIFICATION_EXAMPLES, *compiled.input_shape)
         with torch.no_grad():
-            same_outputs = torch.equal(generated(batch), compiled.module(batch))
+            same_outputs = torch.equal(generated.eval()(batch), reference.eval()(batch))
 
     expected = {
         "INPUT_SHAPE": tuple(compiled.input_shape),
@@ -409,7 +415,7 @@ def verify_python_source(source: str, compiled: CompiledNetwork, name: str) -> N
         "LOSS": compiled.checked.loss,
     }
     differences = [constant for constant, value in expected.items() if namespace.get(constant) != value]
-    if _layer_settings(generated) != _layer_settings(compiled.module):
+    if _layer_settings(generated) != _layer_settings(reference):
         differences.append("layers")
     if not same_outputs:
         differences.append("outputs")
