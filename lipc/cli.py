@@ -78,6 +78,12 @@ def _build_parser() -> argparse.ArgumentParser:
         help="also search, for each parameter tensor, the largest per-example gradient norm at the initial weights, and print it against its bound",
     )
     _add_privacy_target_options(compile_parser, "with a privacy target, also print the noise each parameter tensor will get: ")
+    compile_parser.add_argument(
+        "--emit-python",
+        metavar="PATH",
+        help="also write a Python module that builds the network, with its input shape, clipping radius, "
+        "Lipschitz bound, sensitivities and loss, to PATH ('-' prints it instead of the report)",
+    )
 
     train_parser = commands.add_parser("train", help="train a network with clipless DP-SGD")
     train_parser.add_argument("spec", nargs="?", help="the .lip file (not with --resume)")
@@ -194,15 +200,26 @@ def _compile_command(args) -> int:
     import lipc
     from lipc.check.report import bounds_as_dict, format_bounds_table
 
+    _check_emit_python(args)
     compiled = lipc.compile(args.spec, args.network)
     _print_warnings(compiled.checked)
+    if args.emit_python == "-":
+        sys.stdout.write(_python_source(compiled))
+        return 0
+
     certified = compiled.certified_lipschitz()
     methods = compiled.module.bound_methods()
     audit = _audit(compiled, args) if args.audit else None
     privacy = _compile_privacy(compiled, args)
+    if args.emit_python is not None:
+        from lipc.export.python_source import write_python_source
+
+        write_python_source(_python_source(compiled), Path(args.emit_python))
     if args.json:
         report = bounds_as_dict(compiled.checked, certified, methods)
         report["warnings"] = [_warning_as_dict(warning) for warning in compiled.checked.warnings]
+        if args.emit_python is not None:
+            report["python_source"] = args.emit_python
         if audit is not None:
             report["audit"] = [dataclasses.asdict(result) for result in audit]
         if privacy is not None:
@@ -216,7 +233,30 @@ def _compile_command(args) -> int:
             print(format_audit(audit))
         if privacy is not None:
             print(privacy[1])
+        if args.emit_python is not None:
+            print(f"wrote {args.emit_python}")
     return 0
+
+
+def _check_emit_python(args) -> None:
+    """Reject an --emit-python target that is empty, is the spec itself, or shares stdout with a report."""
+    if args.emit_python is None:
+        return
+    if not args.emit_python:
+        raise UsageError("--emit-python needs a file path, or - for standard output")
+    if args.emit_python == "-":
+        requested = [option for option, given in (("--json", args.json), ("--audit", args.audit), ("--epsilon", args.epsilon is not None)) if given]
+        if requested:
+            raise UsageError(f"--emit-python - prints the Python source instead of the report, so it cannot be combined with {', '.join(requested)}")
+        return
+    if Path(args.emit_python).resolve() == Path(args.spec).resolve():
+        raise UsageError(f"--emit-python {args.emit_python} would overwrite the spec. Choose another path")
+
+
+def _python_source(compiled) -> str:
+    from lipc.export.python_source import generate_python_source
+
+    return generate_python_source(compiled)
 
 
 def _audit(compiled, args):
