@@ -99,8 +99,8 @@ def format_source(source: str, path: str = "<string>") -> str:
 
 def format_spec(spec: SpecFile) -> str:
     """Return the source of a parsed file in canonical layout, with its comments."""
-    comments = collect_comments(spec.source)
-    writer = _Writer(spec.source, comments, _closing_lines(spec.source))
+    comments, closing_lines = _scan(spec.source)
+    writer = _Writer(spec.source, comments, closing_lines)
     writer.items(spec.items)
     formatted = writer.render()
     _check_equivalent(spec, comments, formatted)
@@ -108,46 +108,38 @@ def format_spec(spec: SpecFile) -> str:
 
 
 def collect_comments(source: str) -> list[Comment]:
-    """List the comments of `source` in order, from the lexer's tokens so that `#` in strings is skipped.
+    """List the comments of `source` in order; `source` must lex without error, as any file that parses does."""
+    return _scan(source)[0]
 
-    `source` must lex without error, as any file that parses does. The lexer drops comments,
-    so the comments come from its COMMENT tokens (after code, or on the first line) and from
-    the text of its newline tokens, which hold any comment-only lines that follow a line.
+
+def _scan(source: str) -> tuple[list[Comment], dict[int, int]]:
+    """Collect the comments of `source`, and map the line of each `{` to the line of its `}`.
+
+    Both come from the parser's own lexer, so that a `#` inside a string is no comment.
+    The lexer drops comments, so they come from its COMMENT tokens (after code, or on the
+    first line) and from the text of its newline tokens, which include any comment-only
+    lines after a line. The grammar puts each `{` on the line of the statement that opens
+    it, at most one per line, and each `}` on a line of its own, so lines identify braces.
     """
+    text = source if source.endswith("\n") else source + "\n"
     source_lines = source.split("\n")
     comments = []
-    for token in _tokens(source):
+    closing_lines: dict[int, int] = {}
+    open_lines: list[int] = []
+    for token in _parser().lex(text, dont_ignore=True):
         if token.type == "COMMENT":
             before = source_lines[token.line - 1][: token.column - 1]
             comments.append(Comment(token.line, token.column, str(token).rstrip(), own_line=not before.strip()))
         elif token.type == "_NL":
-            for offset, text in enumerate(str(token).split("\n")):
-                start = text.find("#")
+            for offset, line_text in enumerate(str(token).split("\n")):
+                start = line_text.find("#")
                 if start >= 0:
-                    comments.append(Comment(token.line + offset, start + 1, text[start:].rstrip(), own_line=True))
-    return comments
-
-
-def _tokens(source: str):
-    """Lex `source` with the parser's own lexer, keeping the comment and whitespace tokens."""
-    text = source if source.endswith("\n") else source + "\n"
-    return _parser().lex(text, dont_ignore=True)
-
-
-def _closing_lines(source: str) -> dict[int, int]:
-    """Map the line of each `{` to the line of the `}` that closes it.
-
-    The grammar puts a `{` on the line of the statement that opens it, at most one per line,
-    and each `}` on a line of its own, so lines identify braces.
-    """
-    closing: dict[int, int] = {}
-    open_lines: list[int] = []
-    for token in _tokens(source):
-        if token.type == "LBRACE":
+                    comments.append(Comment(token.line + offset, start + 1, line_text[start:].rstrip(), own_line=True))
+        elif token.type == "LBRACE":
             open_lines.append(token.line)
         elif token.type == "RBRACE":
-            closing[open_lines.pop()] = token.line
-    return closing
+            closing_lines[open_lines.pop()] = token.line
+    return comments, closing_lines
 
 
 # Expressions -----------------------------------------------------------------------------
