@@ -3,7 +3,8 @@
 The layout depends only on the syntax tree, the comments and where blank lines were:
 
 - 4 spaces of indentation per block level, no trailing whitespace, and LF line endings.
-  The file ends with exactly one newline, unless it is empty.
+  The file ends with exactly one newline, unless it is empty. Long lines stay whole,
+  because the grammar ends every statement at the end of its line.
 - `network NAME {`, `block NAME(a, b=1) {` (`block NAME {` without parameters),
   `repeat COUNT {`, `SECTION {` and `residual alpha=0.5 {` open a block on their line;
   each `}` is alone on its line, at the indentation of the line that opened it.
