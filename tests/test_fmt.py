@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import stat
@@ -336,7 +337,8 @@ def test_canonical_text(name):
     lines = formatted.split("\n")
     assert formatted.endswith("\n") and not formatted.endswith("\n\n")
     assert all(line == line.rstrip() for line in lines)
-    assert all((len(line) - len(line.lstrip(" "))) % 4 == 0 and "\t" not in line for line in lines if not line.lstrip().startswith("#"))
+    indents = [line[: len(line) - len(line.lstrip())] for line in lines]
+    assert all(set(indent) <= {" "} and len(indent) % 4 == 0 for indent in indents)
     assert "\n\n\n" not in formatted
 
 
@@ -481,6 +483,29 @@ def test_fmt_follows_symlink(messy_file):
     main(["fmt", str(link)])
     assert link.is_symlink()
     assert messy_file.read_text(encoding="utf-8") == CANONICAL
+
+
+def test_write_failure_cleans_up(messy_file, monkeypatch, capsys):
+    def disk_full(source, destination):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", disk_full)
+    assert main(["fmt", str(messy_file)]) == 1
+    assert capsys.readouterr().err == (
+        f"lipc: error: cannot write {messy_file}: No space left on device\nhint: check the disk space and the folder's permissions\n"
+    )
+    assert messy_file.read_text(encoding="utf-8") == MESSY
+    assert os.listdir(messy_file.parent) == ["net.lip"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write any file")
+def test_read_only_file_rejected(messy_file, capsys):
+    messy_file.chmod(0o444)
+    assert main(["fmt", str(messy_file)]) == 1
+    assert capsys.readouterr().err == (
+        f"lipc: error: cannot write {messy_file}: permission denied\nhint: make the file writable, or use --check or --diff\n"
+    )
+    assert messy_file.read_text(encoding="utf-8") == MESSY
 
 
 def test_check_lists_changes(messy_file, capsys):
