@@ -127,6 +127,17 @@ def _build_parser() -> argparse.ArgumentParser:
     report_parser = commands.add_parser("report", help="write an HTML page and PNG charts describing a trained run")
     report_parser.add_argument("run", type=Path, help="the run folder written by 'lipc train'")
     report_parser.add_argument("-o", "--output", type=Path, help="the folder to write (default: RUN/report); an earlier report there is replaced")
+
+    fmt_parser = commands.add_parser(
+        "fmt",
+        help="rewrite .lip files in canonical layout, keeping their comments",
+        description="Rewrite each .lip file in place in canonical layout, keeping its comments. A folder means "
+        "the .lip files under it, and '-' formats standard input to standard output. The names of changed files "
+        "go to standard error; a file that does not parse is reported and left unchanged.",
+    )
+    fmt_parser.add_argument("paths", nargs="+", metavar="FILE", help="a .lip file, a folder, or '-' for standard input")
+    fmt_parser.add_argument("--check", action="store_true", help="write nothing, but list the files that would change and exit with status 1 if any would")
+    fmt_parser.add_argument("--diff", action="store_true", help="write nothing, but print a unified diff of the changes on standard output")
     return parser
 
 
@@ -411,7 +422,34 @@ def _export_command(args) -> int:
     return 0
 
 
+def _fmt_command(args) -> int:
+    from lipc.lang.format import STDIN_ARGUMENT, format_file, spec_paths, write_atomically
+
+    failed = would_change = False
+    for path in spec_paths(args.paths):
+        try:
+            result = format_file(path)
+            if args.diff:
+                sys.stdout.write(result.unified_diff())
+            elif not args.check and path == STDIN_ARGUMENT:
+                sys.stdout.write(result.formatted)
+            if not result.changed:
+                continue
+            would_change = True
+            if args.check or args.diff:
+                print(f"would reformat {path}", file=sys.stderr)
+            elif path != STDIN_ARGUMENT:
+                write_atomically(path, result.formatted)
+                print(f"reformatted {path}", file=sys.stderr)
+        except LipcError as error:
+            # Report the file and go on with the others, as formatters of other languages do.
+            print(error.format(), file=sys.stderr)
+            failed = True
+    return 1 if failed or (args.check and would_change) else 0
+
+
 COMMANDS = {
+    "fmt": _fmt_command,
     "compile": _compile_command,
     "train": _train_command,
     "export": _export_command,
