@@ -7,7 +7,8 @@ Run from the repository root:
 For every spec in specs/, it measures, after `import lipc`:
 
 - first call: parse and check in a fresh Python process, once. This includes building the
-  LALR parser from the grammar, which happens on the first parse of a process;
+  LALR parser from the grammar, which happens on the first parse of a process and is also
+  reported on its own;
 - parse and check: `check_spec(parse_file(path))`, median of the timed runs after warm-up;
 - compile: `lipc.compile(path)`, which also builds the PyTorch module with its initial
   weights, median of the timed runs after warm-up.
@@ -45,15 +46,19 @@ DEFAULT_OUTPUT = REPOSITORY / "benchmarks" / "results" / "compile_time.md"
 # The target: parse and check of the largest example well under this, after import.
 TARGET_MILLISECONDS = 100.0
 
-# Run in a fresh process: import lipc, then time the first parse and check of one spec.
+# Run in a fresh process: import lipc, then time the construction of the parser (which the
+# first parse would otherwise do) and the first parse and check of one spec.
 FIRST_CALL_SCRIPT = """\
 import sys, time
 import lipc
 from lipc.check import check_spec
 from lipc.lang import parse_file
+from lipc.lang.parser import _parser
 start = time.perf_counter()
+_parser()
+built = time.perf_counter()
 check_spec(parse_file(sys.argv[1]))
-print(time.perf_counter() - start)
+print(built - start, time.perf_counter() - built)
 """
 
 
@@ -65,12 +70,16 @@ class SpecTiming:
     lines: int
     layers: int
     first_call: float
+    parser_construction: float
     parse_and_check: float
     compile: float
 
 
-def first_call_seconds(path: Path) -> float:
-    """Time the first parse and check of `path` in a new Python process, after its `import lipc`."""
+def first_call_seconds(path: Path) -> tuple[float, float]:
+    """Time the first parse and check of `path` in a new Python process, after its `import lipc`.
+
+    Return the whole first call and the part of it spent building the parser.
+    """
     result = subprocess.run(
         [sys.executable, "-c", FIRST_CALL_SCRIPT, str(path)],
         capture_output=True,
@@ -78,7 +87,8 @@ def first_call_seconds(path: Path) -> float:
         check=True,
         cwd=REPOSITORY,
     )
-    return float(result.stdout.strip())
+    construction, parse_and_check = (float(field) for field in result.stdout.split())
+    return construction + parse_and_check, construction
 
 
 def time_spec(path: Path, repeats: int, warmup: int) -> SpecTiming:
@@ -93,11 +103,13 @@ def time_spec(path: Path, repeats: int, warmup: int) -> SpecTiming:
         compile_spec()
 
     checked = parse_and_check()
+    first_call, parser_construction = first_call_seconds(path)
     return SpecTiming(
         name=path.name,
         lines=len(path.read_text(encoding="utf-8").splitlines()),
         layers=count_layers(checked.layers),
-        first_call=first_call_seconds(path),
+        first_call=first_call,
+        parser_construction=parser_construction,
         parse_and_check=median_seconds(parse_and_check, repeats),
         compile=median_seconds(compile_spec, repeats),
     )
@@ -139,19 +151,20 @@ def format_page(timings: list[SpecTiming], command: str, repeats: int, warmup: i
         "- first call: one parse and check in a fresh process after `import lipc`; it includes building the LALR parser from the grammar",
         "- the machine was shared with other jobs during the run, so the times are upper estimates",
         "",
-        "| spec | lines | layers | first call ms | parse and check ms | compile ms |",
-        "|---|---|---|---|---|---|",
+        "| spec | lines | layers | first call ms | of which parser construction ms | parse and check ms | compile ms |",
+        "|---|---|---|---|---|---|---|",
     ]
     for timing in timings:
         lines.append(
-            f"| {timing.name} | {timing.lines} | {timing.layers} | {timing.first_call * 1e3:.1f} "
+            f"| {timing.name} | {timing.lines} | {timing.layers} | {timing.first_call * 1e3:.1f} | {timing.parser_construction * 1e3:.1f} "
             f"| {timing.parse_and_check * 1e3:.2f} | {timing.compile * 1e3:.1f} |"
         )
     lines += [
         "",
         f"Target: parse and check of the largest example ({largest.name}, {largest.layers} layers) well under "
-        f"{TARGET_MILLISECONDS:g} ms after import: {verdict}, at {largest.parse_and_check * 1e3:.2f} ms "
-        f"({largest.first_call * 1e3:.1f} ms on the first call of a process).",
+        f"{TARGET_MILLISECONDS:g} ms after import: {verdict} once the parser is built, at {largest.parse_and_check * 1e3:.2f} ms. "
+        f"The first call of a process takes {largest.first_call * 1e3:.1f} ms, of which "
+        f"{largest.parser_construction * 1e3:.1f} ms build the LALR parser.",
         "",
     ]
     return "\n".join(lines)
