@@ -107,9 +107,9 @@ def _build_parser() -> argparse.ArgumentParser:
         help="plan privacy before training: noise multiplier, ε, or the largest number of epochs",
         description="Answer one planning question. With --epsilon: the noise multiplier for that ε. With --noise-multiplier: "
         "the ε it spends. With both: the largest number of epochs within that ε. A .lip file supplies the data set size and "
-        "the defaults of its train block; the options override them.",
+        "the defaults of its train, data and privacy sections; the options override them.",
     )
-    privacy_parser.add_argument("spec", nargs="?", help="a .lip file whose train block and data set supply defaults")
+    privacy_parser.add_argument("spec", nargs="?", help="a .lip file whose sections and data set supply defaults")
     privacy_parser.add_argument("--network", help="the network, when the file defines several")
     privacy_parser.add_argument("--dataset-size", type=_positive_int, help="number of training examples N")
     privacy_parser.add_argument("--batch-size", type=_positive_int, help="expected batch size B of Poisson sampling (q = B/N)")

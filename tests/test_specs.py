@@ -65,7 +65,7 @@ def test_spec_without_data_rejected(tmp_path):
     config = dataclasses.replace(compiled.checked.train, epsilon=3.0)
     with pytest.raises(DataError) as caught:
         train(compiled, config, tmp_path / "run", device="cpu", show_progress=False)
-    assert caught.value.message == "no data set: the spec's train block names none"
+    assert caught.value.message == "no data set: the spec's data section names none"
     assert not (tmp_path / "run").exists()
 
 

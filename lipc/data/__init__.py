@@ -17,8 +17,8 @@ def load_training_data(config, input_shape: tuple[int, ...], num_classes: int) -
     """
     if config.data is None:
         raise DataError(
-            "no data set: the spec's train block names none",
-            hint=f"set 'data = NAME' (built-in: {', '.join(BUILTIN_DATASETS)}) or 'data = \"FILE\"' in the train block, or pass --data",
+            "no data set: the spec's data section names none",
+            hint=f"set 'source = NAME' (built-in: {', '.join(BUILTIN_DATASETS)}) or 'source = \"FILE\"' in the data section, or pass --data",
         )
     return load_dataset(
         config.data,

@@ -235,7 +235,7 @@ def _label_index(header: list[str], label_column: str, path: Path) -> int:
             shown += f" ... {header[-1]} ({len(header)} columns)"
         raise DataError(
             f"data file {path} has no column '{label_column}'; its columns are {shown}",
-            hint="name the label column with label_column = \"NAME\" in the train block, or --label-column",
+            hint="name the label column with label_column = \"NAME\" in the data section, or --label-column",
         )
     return header.index(label_column)
 

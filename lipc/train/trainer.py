@@ -152,7 +152,7 @@ def _checkpoint(epoch: int, ledger: PrivacyLedger, module: torch.nn.Module, opti
 def train(compiled: CompiledNetwork, config: TrainConfig, run_dir: Path, device: str = "auto", show_progress: bool = True) -> TrainResult:
     """Train `compiled.module` in place with clipless DP-SGD, saving the run folder after every epoch."""
     if config.epsilon is None:
-        raise UsageError("no privacy target: epsilon is not set", hint="pass --epsilon, or set 'epsilon = 3' in the train block")
+        raise UsageError("no privacy target: epsilon is not set", hint="pass --epsilon, or set 'epsilon = 3' in the privacy section")
     check_privacy_parameters(config.epsilon, config.delta)
     if compiled.checked.loss.kind in REGRESSION_LOSSES:
         raise UsageError(
