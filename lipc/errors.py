@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -19,6 +20,16 @@ class Location:
         return f"{self.path}:{self.line}:{self.column}"
 
 
+# Control characters other than the newline, which a file or a string value may contain and
+# which would garble a terminal; each shows as one '?' so that the caret stays in its column.
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def printable(text: str) -> str:
+    """Replace each control character of `text`, except newlines, with '?'."""
+    return _CONTROL_CHARACTERS.sub("?", text)
+
+
 def format_diagnostic(
     severity: str,
     message: str,
@@ -30,13 +41,13 @@ def format_diagnostic(
     """Render ``file:line:column: SEVERITY: message``, the source line with a caret, notes and a hint."""
     lines = [f"{location}: {severity}: {message}"]
     if source_line is not None:
-        text = source_line.rstrip("\n").expandtabs(1)
+        text = source_line.rstrip("\r\n").expandtabs(1)
         lines.append(f"    {text}")
         lines.append("    " + " " * (location.column - 1) + "^")
     lines.extend(notes)
     if hint:
         lines.append(f"hint: {hint}")
-    return "\n".join(lines)
+    return printable("\n".join(lines))
 
 
 @dataclass(frozen=True)
@@ -82,84 +93,8 @@ class LipcError(Exception):
     def format(self) -> str:
         if self.location is None:
             lines = [f"lipc: error: {self.message}", *self.notes]
-            return "\n".join(lines + ([f"hint: {self.hint}"] if self.hint else []))
+            return printable("\n".join(lines + ([f"hint: {self.hint}"] if self.hint else [])))
         return format_diagnostic("error", self.message, self.location, self.source_line, self.hint, self.notes)
-
-    def __str__(self) -> str:
-        return f"{self.path}:{self.line}:{self.column}"
-
-
-def format_diagnostic(
-    severity: str,
-    message: str,
-    location: Location,
-    source_line: str | None,
-    hint: str | None,
-    notes: Iterable[str] = (),
-) -> str:
-    """Render ``file:line:column: SEVERITY: message``, the source line with a caret, notes and a hint."""
-    lines = [f"{location}: {severity}: {message}"]
-    if source_line is not None:
-        text = source_line.rstrip("\n").expandtabs(1)
-        lines.append(f"    {text}")
-        lines.append("    " + " " * (location.column - 1) + "^")
-    lines.extend(notes)
-    if hint:
-        lines.append(f"hint: {hint}")
-    return "\n".join(lines)
-
-
-@dataclass(frozen=True)
-class SpecWarning:
-    """A legal but poor choice in a `.lip` file, reported without stopping the compilation."""
-
-    message: str
-    location: Location
-    source_line: str | None = None
-    hint: str | None = None
-
-    def format(self) -> str:
-        return format_diagnostic("warning", self.message, self.location, self.source_line, self.hint)
-
-
-class LipcError(Exception):
-    """A mistake in the user's input, reported without a traceback.
-
-    `format` renders it as ``file:line:column: error: message``, followed by the
-    offending source line with a caret under the column, and a hint.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        location: Location | None = None,
-        source_line: str | None = None,
-        hint: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.location = location
-        self.source_line = source_line
-        self.hint = hint
-        self.notes: list[str] = []
-
-    def with_notes(self, notes: Iterable[str]) -> "LipcError":
-        """Add lines such as ``file:line:column: note: ...`` after the error, and return it."""
-        self.notes.extend(notes)
-        return self
-
-    def format(self) -> str:
-        prefix = f"{self.location}: " if self.location else "lipc: "
-        lines = [f"{prefix}error: {self.message}"]
-        if self.location and self.source_line is not None:
-            text = self.source_line.rstrip("\n").expandtabs(1)
-            lines.append(f"    {text}")
-            lines.append("    " + " " * (self.location.column - 1) + "^")
-        lines.extend(self.notes)
-        if self.hint:
-            lines.append(f"hint: {self.hint}")
-        return "\n".join(lines)
 
     def __str__(self) -> str:
         return self.format()

@@ -18,7 +18,7 @@ def spec_error(spec: SpecFile, location: Location, message: str, hint: str | Non
 
 def end_location(spec: SpecFile) -> Location:
     """Return the start of the last line of the file, for errors about something missing."""
-    lines = spec.source.splitlines() or [""]
+    lines = spec.source.rstrip("\n").split("\n")
     return Location(spec.path, len(lines), 1)
 
 

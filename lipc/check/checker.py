@@ -19,6 +19,11 @@ from lipc.lang.syntax import NetworkDecl, SpecFile
 # norm past its reported bound.
 SENSITIVITY_SAFETY_MARGIN = 1e-4
 
+# The most trainable values a network may have: a sanity limit (4 GiB of float32 weights,
+# before optimizer state) that turns a mistyped width into an error rather than an
+# allocation failure when the network is built.
+MAX_NETWORK_PARAMETERS = 2**30
+
 
 @dataclass(frozen=True)
 class LayerBound:
@@ -208,6 +213,14 @@ def check_spec(spec: SpecFile, network_name: str | None = None) -> CheckedSpec:
             _check_output(spec, layers, loss)
             if not any(layer.has_parameters for layer in layers):
                 raise spec_error(spec, network.location, "the network has no trainable layer", "add a 'dense' layer")
+            parameters = sum(layer.parameter_elements for layer in layers)
+            if parameters > MAX_NETWORK_PARAMETERS:
+                raise spec_error(
+                    spec,
+                    network.location,
+                    f"the network is too large: it has {parameters:,} parameters, more than the limit of {MAX_NETWORK_PARAMETERS:,}",
+                    "use fewer or narrower layers",
+                )
         except SpecError as error:
             errors.append(error)
     if errors:

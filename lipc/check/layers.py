@@ -47,6 +47,11 @@ class Layer:
     def has_parameters(self) -> bool:
         return False
 
+    @property
+    def parameter_elements(self) -> int:
+        """The number of trainable values, over all parameter tensors."""
+        return 0
+
     def describe(self) -> str:
         return self.kind
 
@@ -124,6 +129,10 @@ class Dense(Layer):
     @property
     def has_parameters(self) -> bool:
         return True
+
+    @property
+    def parameter_elements(self) -> int:
+        return self.in_features * self.out_features + (self.out_features if self.bias_norm is not None else 0)
 
     def output_norm_bound(self, input_norm_bound: float) -> float:
         return input_norm_bound + (self.bias_norm or 0.0)
@@ -233,6 +242,11 @@ class Convolution(Layer):
     @property
     def has_parameters(self) -> bool:
         return True
+
+    @property
+    def parameter_elements(self) -> int:
+        kernel = self.out_channels * self.in_channels * math.prod(self.kernel_size)
+        return kernel + (self.out_channels if self.bias_norm is not None else 0)
 
     def output_norm_bound(self, input_norm_bound: float) -> float:
         return input_norm_bound + math.sqrt(self.output_positions) * (self.bias_norm or 0.0)
@@ -347,6 +361,10 @@ class Residual(Layer):
     @property
     def has_parameters(self) -> bool:
         return any(layer.has_parameters for layer in self.inner)
+
+    @property
+    def parameter_elements(self) -> int:
+        return sum(layer.parameter_elements for layer in self.inner)
 
     def inner_input_norm_bounds(self, input_norm_bound: float) -> list[float]:
         """X before each inner layer, then X_f after the last one."""
@@ -492,14 +510,37 @@ def _convolution_parser(dimensions: int) -> LayerParser:
                     f"{decl.kind} kernel {kernel_size} is larger than its input size {size} with {padding} padding",
                     "use a smaller kernel, or padding=same",
                 )
+        # Checked before the geometry, whose coverage count takes size·kernel steps per axis.
+        kernel_elements = channels * input_shape[0] * math.prod(kernel)
+        _check_tensor_size(reader, decl, f"its kernel of shape {[channels, input_shape[0], *kernel]}", kernel_elements)
+        for size, kernel_size in zip(sizes, kernel):
+            _check_tensor_size(reader, decl, f"its coverage count on an axis of size {size} with kernel {kernel_size}", size * kernel_size)
         axes = tuple(convolution_axis(n, k, s, padding) for n, k, s in zip(sizes, kernel, stride))
         output_shape = (channels, *(axis.output_size for axis in axes))
+        # The FFT certificate of the operator norm holds c_out·c_in blocks on the padded grid.
+        spectrum_elements = channels * input_shape[0] * math.prod(axis.padded_size for axis in axes)
+        _check_tensor_size(reader, decl, "the spectrum that certifies its operator norm", spectrum_elements)
         return Convolution(decl.kind, decl.location, input_shape, output_shape, axes, padding, bias_norm, constraint)
 
     return parse
 
 
 DEFAULT_KERNEL_SIZE = 3
+
+# The most values that one tensor of a layer may hold: a parameter tensor, the activation of
+# one example, or a work array of the checker or of the operator-norm certificate. It is a
+# sanity limit (2**28 float32 values take 1 GiB) that turns a mistyped width or shape into an
+# error here rather than an allocation failure or hours of work when the network is built.
+MAX_TENSOR_ELEMENTS = 2**28
+
+
+def _check_tensor_size(reader: ArgumentReader, decl: LayerDecl, what: str, elements: int) -> None:
+    if elements > MAX_TENSOR_ELEMENTS:
+        raise reader.error(
+            decl.location,
+            f"{decl.kind} is too large: {what} would hold {elements:,} values, more than the limit of {MAX_TENSOR_ELEMENTS:,}",
+            "check the widths, channels, kernel size and input shape",
+        )
 
 
 def _parse_pooling(reader: ArgumentReader, decl: LayerDecl, input_shape: Shape) -> Layer:
@@ -612,7 +653,11 @@ def parse_layer(spec: SpecFile, decl: LayerDecl, input_shape: Shape) -> Layer:
             raise spec_error(spec, decl.location, f"layer '{decl.kind}' takes no block of inner layers", "only 'residual' has a block; remove the braces")
         parser, positional, keywords = LAYER_KINDS[decl.kind]
         reader = ArgumentReader(spec, decl.kind, decl.location, decl.arguments, positional, keywords)
-        return parser(reader, decl, input_shape)
+        layer = parser(reader, decl, input_shape)
+        if not isinstance(layer, Residual):
+            _check_tensor_size(reader, decl, "its parameters", layer.parameter_elements)
+        _check_tensor_size(reader, decl, f"its output of shape {list(layer.output_shape)}", math.prod(layer.output_shape))
+        return layer
     except SpecError as error:
         # Point from a layer inside a block to the lines that used the block.
         if decl.used_at and not error.notes:
