@@ -6,7 +6,7 @@ import math
 from typing import Sequence
 
 from lipc.errors import Location, SpecError, did_you_mean
-from lipc.lang.syntax import Argument, Call, ListValue, Name, Number, SpecFile, String, Value
+from lipc.lang.syntax import Argument, Call, LetDecl, ListValue, Name, Number, SpecFile, String, Value
 
 _REQUIRED = object()
 
@@ -20,6 +20,15 @@ def end_location(spec: SpecFile) -> Location:
     """Return the start of the last line of the file, for errors about something missing."""
     lines = spec.source.rstrip("\n").split("\n")
     return Location(spec.path, len(lines), 1)
+
+
+def defined_names(spec: SpecFile) -> list[str]:
+    """Every name that the file defines: its lets, and the parameters and lets of its blocks."""
+    names = [let.name for let in spec.lets]
+    for block in spec.blocks:
+        names += [parameter.name for parameter in block.parameters]
+        names += [statement.name for statement in block.body if isinstance(statement, LetDecl)]
+    return names
 
 
 def describe_value(value: Value) -> str:
@@ -90,7 +99,7 @@ class ArgumentReader:
         """Suggest a defined name for a misspelt one, as in `dense widht`."""
         if not isinstance(value, Name):
             return None
-        return did_you_mean(value.value, [let.name for let in self.spec.lets]) or f"'{value.value}' is not a defined name; define it with 'let {value.value} = VALUE'"
+        return did_you_mean(value.value, defined_names(self.spec)) or f"'{value.value}' is not a defined name; define it with 'let {value.value} = VALUE'"
 
     def has(self, name: str) -> bool:
         return name in self.values

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 
 from lipc.check.arguments import end_location, spec_error
-from lipc.check.layers import LAYER_KINDS, UNBOUNDED_LAYERS, InputLayer, Layer, check_layer_kind, parse_layer
+from lipc.check.layers import LAYER_KINDS, UNBOUNDED_LAYERS, InputLayer, Layer, check_layer_options, parse_layer
 from lipc.check.losses import BINARY_LABELS, REGRESSION_TARGETS, Loss, parse_loss
 from lipc.check.training import TrainConfig, parse_train
 from lipc.check.warnings import spec_warnings
@@ -112,14 +112,14 @@ def _check_layers(spec: SpecFile, network: NetworkDecl, errors: list[SpecError])
     """Check every layer in order; return None when some layer has an error.
 
     After the first error the shapes that reach later layers are unknown, so later layers
-    are checked only for unknown kinds, which do not depend on shapes.
+    are checked only for what does not depend on shapes: their kinds and option names.
     """
     if not network.layers or network.layers[0].kind != "input":
         location = network.layers[0].location if network.layers else network.location
         errors.append(spec_error(
             spec,
             location,
-            "the network must start with an 'input' layer",
+            "the network must start with an 'input' layer: it sets the input shape and the clipping radius that every bound starts from",
             "declare the shape and the clipping radius first, as in 'input shape=[64] clip_norm=1.0'",
         ))
         return None
@@ -131,7 +131,7 @@ def _check_layers(spec: SpecFile, network: NetworkDecl, errors: list[SpecError])
             if decl.kind == "input" and layers:
                 raise spec_error(spec, decl.location, "a network has exactly one 'input' layer, and it comes first", "remove this one")
             if shape is None:
-                check_layer_kind(spec, decl)
+                check_layer_options(spec, decl)
                 continue
             layer = parse_layer(spec, decl, shape)
         except SpecError as error:

@@ -407,6 +407,13 @@ LayerParser = Callable[[ArgumentReader, LayerDecl, Shape], Layer]
 
 
 def _parse_input(reader: ArgumentReader, decl: LayerDecl, input_shape: Shape) -> Layer:
+    if not reader.has("clip_norm"):
+        raise reader.error(
+            decl.location,
+            "input needs the option 'clip_norm': without a radius onto which each input is projected, "
+            "no input norm is bounded, and neither is any sensitivity",
+            "add clip_norm=C, as in 'input shape=[64] clip_norm=1.0'",
+        )
     shape = reader.shape("shape")
     clip_norm = reader.number("clip_norm", exclusive_minimum=0.0)
     return InputLayer("input", decl.location, shape, shape, clip_norm)
@@ -557,8 +564,8 @@ def _parse_pooling(reader: ArgumentReader, decl: LayerDecl, input_shape: Shape) 
     if any(size < window for size in sizes):
         raise reader.error(
             reader.location_of("window"),
-            f"{decl.kind} window {window} is larger than its input, of shape {list(input_shape)}",
-            "use a smaller window",
+            f"{decl.kind} {window} needs spatial sizes of at least {window}, but its input has shape {list(input_shape)}",
+            f"use a window of at most {min(sizes)}, or remove the layer",
         )
     output_shape = (input_shape[0], *(size // window for size in sizes))
     return Pooling(decl.kind, decl.location, input_shape, output_shape, window)
@@ -623,26 +630,46 @@ LAYER_KINDS: dict[str, tuple[LayerParser, tuple[str, ...], tuple[str, ...]]] = {
     "residual": (_parse_residual, ("alpha",), ("alpha",)),
 }
 
-# Layers that practitioners reach for but that have no bound lipc can prove.
+# Layers that practitioners reach for but that have no bound lipc can prove: the reason, and
+# what to write instead.
 UNBOUNDED_LAYERS = {
-    "batchnorm": "batch normalisation mixes examples within a batch, so no per-example bound holds; use 'centering' or remove it",
-    "batch_norm": "batch normalisation mixes examples within a batch, so no per-example bound holds; use 'centering' or remove it",
-    "dropout": "dropout changes the network's scale between training and evaluation; remove it",
-    "softmax": "apply no softmax inside the network: the loss takes logits",
-    "exp": "exp has no Lipschitz constant on the real line; use groupsort, abs or relu",
-    "square": "x² has no Lipschitz constant on the real line; use groupsort, abs or relu",
-    "layernorm": "layer normalisation divides by the example's own norm, which has no Lipschitz bound near 0; use 'centering layer'",
+    "batchnorm": ("batch normalisation mixes the examples of a batch, so no per-example bound holds", "use 'centering', which subtracts a mean within each example, or remove it"),
+    "batch_norm": ("batch normalisation mixes the examples of a batch, so no per-example bound holds", "use 'centering', which subtracts a mean within each example, or remove it"),
+    "dropout": ("dropout rescales activations by 1/(1 − p) in training, which breaks the bound of 1", "remove it: the Lipschitz constraint already regularises the network"),
+    "softmax": ("the loss applies its own softmax to the logits", "remove it: end the network with the logits"),
+    "exp": ("exp has no Lipschitz constant on the real line", "use 'groupsort 2', 'abs' or 'relu'"),
+    "square": ("x² has no Lipschitz constant on the real line", "use 'groupsort 2', 'abs' or 'relu'"),
+    "layernorm": ("layer normalisation divides by the example's own norm, which has no Lipschitz bound near 0", "use 'centering layer'"),
 }
+
+# Activations that lipc does not implement, although some of them are 1-Lipschitz: the hint
+# names the layers that take their place.
+MISSING_ACTIVATIONS = ("sigmoid", "tanh", "relu6", "leaky_relu", "prelu", "elu", "selu", "gelu", "silu", "swish", "softplus", "mish")
+ACTIVATION_HINT = "use 'groupsort 2' (or 'maxmin'), which is 1-Lipschitz and keeps gradient norms; 'abs' and 'relu' are 1-Lipschitz too"
 
 
 def check_layer_kind(spec: SpecFile, decl: LayerDecl) -> None:
     """Reject a layer kind that is unknown or has no certified bound."""
     if decl.kind in UNBOUNDED_LAYERS:
-        raise spec_error(spec, decl.location, f"layer '{decl.kind}' has no certified Lipschitz bound", UNBOUNDED_LAYERS[decl.kind])
+        reason, hint = UNBOUNDED_LAYERS[decl.kind]
+        raise spec_error(spec, decl.location, f"layer '{decl.kind}' has no certified Lipschitz bound: {reason}", hint)
+    if decl.kind in MISSING_ACTIVATIONS:
+        raise spec_error(spec, decl.location, f"lipc has no '{decl.kind}' activation", ACTIVATION_HINT)
     if decl.kind not in LAYER_KINDS:
-        names = list(LAYER_KINDS) + [block.name for block in spec.blocks]
+        names = list(LAYER_KINDS) + [block.name for block in spec.blocks] + ["repeat"]
         hint = did_you_mean(decl.kind, names) or f"the layers are {', '.join(sorted(LAYER_KINDS))}"
         raise spec_error(spec, decl.location, f"unknown layer '{decl.kind}'", hint)
+
+
+def check_layer_options(spec: SpecFile, decl: LayerDecl) -> None:
+    """Check what does not depend on the input shape: the kind, the option names and the inner layers' too."""
+    check_layer_kind(spec, decl)
+    if decl.body is not None and decl.kind != "residual":
+        raise spec_error(spec, decl.location, f"layer '{decl.kind}' takes no block of inner layers", "only 'residual' has a block; remove the braces")
+    _, positional, keywords = LAYER_KINDS[decl.kind]
+    ArgumentReader(spec, decl.kind, decl.location, decl.arguments, positional, keywords)
+    for inner in decl.body or ():
+        check_layer_options(spec, inner)
 
 
 def parse_layer(spec: SpecFile, decl: LayerDecl, input_shape: Shape) -> Layer:
