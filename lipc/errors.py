@@ -144,6 +144,28 @@ class BoundViolation(LipcError):
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
-    """Return a hint naming the candidate closest to `word`, if any is close."""
-    matches = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
-    return f"did you mean '{matches[0]}'?" if matches else None
+    """Return a hint naming the candidate closest to `word`, if any is close.
+
+    Among the candidates that difflib finds similar, the fewest edits wins, counting a swap
+    of two neighbouring letters as one edit, so that 'adma' suggests 'adam' over 'adamax'.
+    """
+    matches = difflib.get_close_matches(word, list(candidates), n=5, cutoff=0.6)
+    if not matches:
+        return None
+    best = min(matches, key=lambda match: _edit_distance(word, match))
+    return f"did you mean '{best}'?"
+
+
+def _edit_distance(first: str, second: str) -> int:
+    """Optimal string alignment distance: insertions, deletions, substitutions and adjacent swaps."""
+    previous_row: list[int] | None = None
+    row = list(range(len(second) + 1))
+    for i in range(1, len(first) + 1):
+        before, previous_row = previous_row, row
+        row = [i] + [0] * len(second)
+        for j in range(1, len(second) + 1):
+            cost = 0 if first[i - 1] == second[j - 1] else 1
+            row[j] = min(previous_row[j] + 1, row[j - 1] + 1, previous_row[j - 1] + cost)
+            if before is not None and j > 1 and first[i - 1] == second[j - 2] and first[i - 2] == second[j - 1]:
+                row[j] = min(row[j], before[j - 2] + 1)
+    return row[len(second)]

@@ -114,7 +114,7 @@ class _Expander:
         if isinstance(result, Number):
             return result.value
         if isinstance(result, Name):
-            hint = did_you_mean(result.value, scope.names()) or "define it first with 'let NAME = VALUE'"
+            hint = did_you_mean(result.value, scope.names()) or f"define it first with 'let {result.value} = VALUE'"
             self.fail(result.location, f"unknown name '{result.value}' in arithmetic", hint, used_at)
         self.fail(value.location, "arithmetic needs numbers, not " + _describe(result), "use + - * / on numbers and named numbers only", used_at)
 
