@@ -20,8 +20,8 @@ class Location:
         return f"{self.path}:{self.line}:{self.column}"
 
 
-# Control characters other than the newline, which a file or a string value may contain and
-# which would garble a terminal; each shows as one '?' so that the caret stays in its column.
+# Control characters other than the newline. A file or a string value may contain them, and
+# printed as they are they would garble a terminal. Each shows as one '?', so the caret keeps its column.
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029]")
 
 

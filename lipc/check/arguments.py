@@ -23,7 +23,7 @@ def end_location(spec: SpecFile) -> Location:
 
 
 def defined_names(spec: SpecFile) -> list[str]:
-    """Every name that the file defines: its lets, and the parameters and lets of its blocks."""
+    """Return every name that the file defines: its lets, and the parameters and lets of its blocks."""
     names = [let.name for let in spec.lets]
     for block in spec.blocks:
         names += [parameter.name for parameter in block.parameters]
@@ -120,14 +120,14 @@ class ArgumentReader:
             return default
         value = argument.value
         if not isinstance(value, Number) or not math.isfinite(value.value):
-            raise self.error(argument.location, f"{self.owner} {self.noun} '{name}' must be a number, not {describe_value(value)}", self._name_hint(value))
+            raise self.error(argument.location, f"{self.owner} {self.noun} '{name}' must be a number, not {describe_value(value)}", self._name_hint(value) or f"write a number, as in {name}=1.0")
         number = float(value.value)
         if exclusive_minimum is not None and not number > exclusive_minimum:
-            raise self.error(argument.location, f"{self.owner} {self.noun} '{name}' must be greater than {exclusive_minimum:g}, not {number:g}")
+            raise self.error(argument.location, f"{self.owner} {self.noun} '{name}' must be greater than {exclusive_minimum:g}, not {number:g}", f"use a value above {exclusive_minimum:g}")
         if minimum is not None and number < minimum:
-            raise self.error(argument.location, f"{self.owner} {self.noun} '{name}' must be at least {minimum:g}, not {number:g}")
+            raise self.error(argument.location, f"{self.owner} {self.noun} '{name}' must be at least {minimum:g}, not {number:g}", f"use a value of {minimum:g} or more")
         if maximum is not None and number > maximum:
-            raise self.error(argument.location, f"{self.owner} {self.noun} '{name}' must be at most {maximum:g}, not {number:g}")
+            raise self.error(argument.location, f"{self.owner} {self.noun} '{name}' must be at most {maximum:g}, not {number:g}", f"use a value of {maximum:g} or less")
         return number
 
     def integer(self, name: str, default=_REQUIRED, *, minimum: int | None = None) -> int:
@@ -136,9 +136,9 @@ class ArgumentReader:
             return default
         value = argument.value
         if not isinstance(value, Number) or not isinstance(value.value, int):
-            raise self.error(argument.location, f"{self.owner} {self.noun} '{name}' must be a whole number, not {describe_value(value)}", self._name_hint(value))
+            raise self.error(argument.location, f"{self.owner} {self.noun} '{name}' must be a whole number, not {describe_value(value)}", self._name_hint(value) or f"write a whole number, as in {name}=3")
         if minimum is not None and value.value < minimum:
-            raise self.error(argument.location, f"{self.owner} {self.noun} '{name}' must be at least {minimum}, not {value.value}")
+            raise self.error(argument.location, f"{self.owner} {self.noun} '{name}' must be at least {minimum}, not {value.value}", f"use a value of {minimum} or more")
         return value.value
 
     def shape(self, name: str) -> tuple[int, ...]:
@@ -171,7 +171,7 @@ class ArgumentReader:
         if argument is None:
             return default
         if not isinstance(argument.value, (Call, Name)):
-            raise self.error(argument.location, f"{self.owner} {self.noun} '{name}' must be a name or a call such as adam(lr=0.01), not {describe_value(argument.value)}")
+            raise self.error(argument.location, f"{self.owner} {self.noun} '{name}' must be a name or a call such as adam(lr=0.01), not {describe_value(argument.value)}", f"write {name} = adam(lr=0.01), or another function call")
         return argument.value
 
     def number_list(self, name: str, default=_REQUIRED, *, minimum: float = 0.0) -> tuple[float, ...]:
@@ -181,5 +181,5 @@ class ArgumentReader:
         value = argument.value
         valid = isinstance(value, ListValue) and all(isinstance(i, Number) and math.isfinite(i.value) and i.value >= minimum for i in value.items)
         if not valid:
-            raise self.error(argument.location, f"{self.owner} {self.noun} '{name}' must be a list of numbers of at least {minimum:g}, not {describe_value(value)}")
+            raise self.error(argument.location, f"{self.owner} {self.noun} '{name}' must be a list of numbers of at least {minimum:g}, not {describe_value(value)}", "write the numbers in square brackets, as in [0.25, 0.5]")
         return tuple(float(i.value) for i in value.items)

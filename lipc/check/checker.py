@@ -19,7 +19,7 @@ from lipc.lang.syntax import NetworkDecl, SpecFile
 # norm past its reported bound.
 SENSITIVITY_SAFETY_MARGIN = 1e-4
 
-# The most trainable values a network may have: a sanity limit (4 GiB of float32 weights,
+# The maximum number of trainable values in a network: a sanity limit (4 GiB of float32 weights,
 # before optimizer state) that turns a mistyped width into an error rather than an
 # allocation failure when the network is built.
 MAX_NETWORK_PARAMETERS = 2**30
@@ -185,8 +185,8 @@ def _check_output(spec: SpecFile, layers: list[Layer], loss: Loss) -> None:
 def check_spec(spec: SpecFile, network_name: str | None = None) -> CheckedSpec:
     """Check `spec` and compute its bounds.
 
-    Raise SpecErrors listing every independent problem: each layer error (until the shapes
-    are lost), the loss, and each settings section.
+    Raise SpecErrors listing every independent problem: each layer error (after the first,
+    later layers are checked for kinds and option names only), the loss, and each setting.
     """
     expansion = expand_spec(spec, set(LAYER_KINDS) | set(UNBOUNDED_LAYERS))
     spec = expansion.spec

@@ -495,6 +495,7 @@ def _per_axis(reader: ArgumentReader, name: str, default: int, dimensions: int) 
             raise reader.error(
                 reader.location_of(name),
                 f"{reader.owner} option '{name}' must be a positive whole number or a list of {dimensions}, not {describe_value(reader.values[name].value)}",
+                f"write {name}=3, or one whole number per spatial axis" + (", as in [3, 3]" if dimensions == 2 else ""),
             )
         return tuple(i.value for i in items)
     return (reader.integer(name, default, minimum=1),) * dimensions
@@ -534,7 +535,7 @@ def _convolution_parser(dimensions: int) -> LayerParser:
 
 DEFAULT_KERNEL_SIZE = 3
 
-# The most values that one tensor of a layer may hold: a parameter tensor, the activation of
+# The maximum number of values in one tensor of a layer: a parameter tensor, the activation of
 # one example, or a work array of the checker or of the operator-norm certificate. It is a
 # sanity limit (2**28 float32 values take 1 GiB) that turns a mistyped width or shape into an
 # error here rather than an allocation failure or hours of work when the network is built.

@@ -130,7 +130,7 @@ def parse_optimizer(spec: SpecFile, value: Call | Name) -> OptimizerConfig:
         elif isinstance(argument.value, Name) and argument.value.value in ("true", "false"):
             arguments[argument.name] = argument.value.value == "true"
         else:
-            raise spec_error(spec, argument.location, f"optimizer option '{argument.name}' must be a number or true/false, not {describe_value(argument.value)}")
+            raise spec_error(spec, argument.location, f"optimizer option '{argument.name}' must be a number or true/false, not {describe_value(argument.value)}", f"write {argument.name}=0.01, or true or false for a flag")
     if "lr" in arguments:
         problem = range_problem("lr", arguments["lr"])
         if problem:
@@ -157,7 +157,7 @@ def _section_of(setting: str) -> str | None:
 
 
 def check_sections(spec: SpecFile) -> list[SpecError]:
-    """Check section names, repeated sections and settings written in the wrong section."""
+    """Check section names, repeated sections, and unknown or misplaced settings."""
     errors = []
     seen = set()
     for section in spec.sections:
@@ -331,7 +331,7 @@ def parse_data_settings(spec: SpecFile, reader: ArgumentReader) -> dict:
     if reader.has("allow_data_statistics"):
         argument = reader.values["allow_data_statistics"]
         if not (isinstance(argument.value, Name) and argument.value.value in ("true", "false")):
-            raise spec_error(spec, argument.location, f"allow_data_statistics must be true or false, not {describe_value(argument.value)}")
+            raise spec_error(spec, argument.location, f"allow_data_statistics must be true or false, not {describe_value(argument.value)}", "write allow_data_statistics = true, or remove the setting")
         allow = argument.value.value == "true"
     settings["allow_data_statistics"] = allow
 
@@ -368,7 +368,7 @@ def parse_preprocess_step(spec: SpecFile, value, allow_data_statistics: bool) ->
         if not mean or len(mean) != len(std):
             raise spec_error(spec, value.location, f"normalize needs as many means as standard deviations, at least one, not {len(mean)} and {len(std)}", "give one value per channel, as in normalize(mean=[0.5], std=[0.25])")
         if min(std) <= 0:
-            raise spec_error(spec, reader.location_of("std"), f"normalize option 'std' must hold positive numbers, not {list(std)}")
+            raise spec_error(spec, reader.location_of("std"), f"normalize option 'std' must hold positive numbers, not {list(std)}", "give each channel's public standard deviation, as in std=[0.25]")
         return Normalize(mean, std)
 
     if arguments:

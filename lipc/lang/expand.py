@@ -224,7 +224,7 @@ class _Expander:
         if not isinstance(count, int) or count < 1:
             self.fail(repeat.count.location, f"the count of repeat must be a whole number of at least 1, not {count!r}", "write repeat 3 { ... }", used_at)
         if count > MAX_LAYERS:
-            self.fail(repeat.count.location, f"the count of repeat must be at most {MAX_LAYERS}, not {count}", used_at=used_at)
+            self.fail(repeat.count.location, f"the count of repeat must be at most {MAX_LAYERS}, not {count}", f"check the count: a network has at most {MAX_LAYERS} layers", used_at)
         layers = []
         for _ in range(count):
             # Each repetition gets a fresh scope, so a `let` inside the body may be evaluated again.

@@ -301,8 +301,8 @@ class _SyntaxTreeBuilder(Transformer):
     def number(self, children):
         (token,) = children
         text = str(token)
-        # A literal past the float range would become inf, and int() rejects more than
-        # 4300 digits; a number above float's maximum (about 1.8e308) is rejected first.
+        # A literal past the float range would become inf, and int() rejects more than 4300
+        # digits by default. So a number above float's maximum (about 1.8e308) is rejected first.
         if not math.isfinite(float(text)):
             raise SpecError(
                 f"the number {_shorten(text)} is too large",
