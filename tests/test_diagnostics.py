@@ -76,6 +76,30 @@ def test_several_errors_reported_together():
     assert positions == [(3, 14), (4, 5), (11, 5), (13, 5), (17, 5)]
 
 
+def test_several_syntax_errors_reported_together():
+    path = MALFORMED / "several_syntax_errors.lip"
+    with pytest.raises(LipcError) as caught:
+        lipc.compile(str(path))
+    positions = [(error.location.line, error.location.column) for error in caught.value.errors]
+    assert positions == [(3, 14), (5, 14), (11, 12)]
+
+
+@pytest.mark.parametrize(
+    "source, line",
+    [
+        ("network n\n    dense 4 )\n}\n", 1),
+        ("network n {\n    dense 4\n\nloss cross_entropy\nloss hinge (\n", 4),
+        ("train\n{\n    epochs 3\n}\n", 1),
+        ("network n {\n    dense 4 ) {\n    dense 4 )\n}\n", 2),
+    ],
+)
+def test_syntax_recovery_stops_at_braces(source, line):
+    """An error that a brace may cause is reported alone, without follow-on errors."""
+    error = error_of(source)
+    assert not hasattr(error, "errors")
+    assert error.location.line == line
+
+
 @pytest.mark.parametrize("name", ["several_errors", "missing_brace", "not_utf8"])
 def test_cli_error_report(name, tmp_path):
     path = MALFORMED / f"{name}.lip"

@@ -12,7 +12,7 @@ from pathlib import Path
 import lark
 from lark import Lark, Token, Transformer
 
-from lipc.errors import Location, SpecError, did_you_mean
+from lipc.errors import Location, SpecError, SpecErrors, did_you_mean
 from lipc.lang.syntax import (
     Argument,
     BinaryOperation,
@@ -72,6 +72,12 @@ _FIRST_WORD = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)")
 # keeps far below Python's default recursion limit of 1000.
 MAX_NESTING_DEPTH = 100
 
+# The most syntax errors that one parse reports; later ones are left for the next run.
+MAX_SYNTAX_ERRORS = 20
+
+# A string, or a comment to the end of the line: where a brace does not count.
+_STRING_OR_COMMENT = re.compile(r'"[^"\n]*"?|#.*')
+
 # The keywords that start a top-level item or a statement.
 KEYWORDS = ("network", "loss", "let", "block", "repeat")
 _KEYWORDS = {"NETWORK", "LOSS", "LET", "BLOCK", "REPEAT"}
@@ -125,10 +131,7 @@ def parse_source(source: str, path: str = "<string>") -> SpecFile:
     """Parse `.lip` source text; `path` is only used in error messages."""
     # Every statement ends with a newline, so a file may not end in the middle of one.
     text = source if source.endswith("\n") else source + "\n"
-    try:
-        tree = _parser().parse(text)
-    except lark.exceptions.UnexpectedInput as error:
-        raise _syntax_error(error, source, path) from None
+    tree = _parse_reporting_each_line(text, source, path)
     _check_nesting(tree, source, path)
     try:
         return _SyntaxTreeBuilder(path, source).build(tree)
@@ -137,6 +140,52 @@ def parse_source(source: str, path: str = "<string>") -> SpecFile:
         if isinstance(error.orig_exc, SpecError):
             raise error.orig_exc from None
         raise
+
+
+def _parse_reporting_each_line(text: str, source: str, path: str) -> lark.Tree:
+    """Parse `text`; on syntax errors, raise them all, up to MAX_SYNTAX_ERRORS, in one SpecErrors.
+
+    After an error inside a line, that line is blanked out and the text parsed again, so that a
+    later line's own error is reported too. Lines are independent except for braces, so the
+    search stops at an error in a line with a brace or in a block's header, at the start of a
+    line (which a missing brace above can cause) and at the end of the file, because blanking
+    such a line could produce follow-on errors.
+    """
+    errors: list[SpecError] = []
+    while True:
+        try:
+            tree = _parser().parse(text)
+        except lark.exceptions.UnexpectedInput as error:
+            errors.append(_syntax_error(error, source, path))
+            line = _recoverable_line(error, text)
+            if line is None or len(errors) >= MAX_SYNTAX_ERRORS:
+                break
+            # Spaces keep every later character at its offset, which error positions count in.
+            lines = text.split("\n")
+            lines[line - 1] = " " * len(lines[line - 1])
+            text = "\n".join(lines)
+            continue
+        if not errors:
+            return tree
+        break
+    raise (errors[0] if len(errors) == 1 else SpecErrors(errors))
+
+
+def _recoverable_line(error: lark.exceptions.UnexpectedInput, text: str) -> int | None:
+    """Return the line of `error` if blanking it cannot cause a follow-on error, else None."""
+    if isinstance(error, lark.exceptions.UnexpectedToken) and error.token.type == "$END":
+        return None
+    # Where only '{' may follow, the line opens a block, and blanking it would move its body.
+    if isinstance(error, lark.exceptions.UnexpectedToken) and "LBRACE" in error.expected and "_NL" not in error.expected:
+        return None
+    if not isinstance(error, (lark.exceptions.UnexpectedToken, lark.exceptions.UnexpectedCharacters)):
+        return None
+    line_text = text.split("\n")[error.line - 1]
+    code = _STRING_OR_COMMENT.sub("", line_text)
+    first_column = len(line_text) - len(line_text.lstrip(" \t")) + 1
+    if "{" in code or "}" in code or error.column <= first_column:
+        return None
+    return error.line
 
 
 def _check_nesting(tree: lark.Tree, source: str, path: str) -> None:
@@ -177,7 +226,9 @@ def _describe(terminals) -> str:
     """List the expected terminals in words, naming what a name stands for at this point."""
     expected = set(terminals)
     if _VALUE_STARTS <= expected:
-        expected = (expected - _VALUE_STARTS - {"MINUS"}) | {"@VALUE"}
+        # A minus sign starts a value, unless it may also subtract here, as '+' does.
+        sign = {"MINUS"} if "PLUS" not in expected else set()
+        expected = (expected - _VALUE_STARTS - sign) | {"@VALUE"}
     if "NETWORK" in expected:
         # At the top of the file a name starts a settings section, and blank lines are allowed.
         expected = (expected - {"NAME", "_NL"}) | {"@SECTION"}
@@ -248,8 +299,12 @@ def _hint_for(found: str, expected: set[str]) -> str:
         return "a file holds 'network NAME { ... }', 'loss NAME ...', 'let NAME = VALUE', 'block NAME(...) { ... }' and settings sections such as 'train { ... }'"
     if found == "_NL" and "LBRACE" in expected:
         return "open the block on the same line, as in 'network NAME {'"
-    if found == "_NL" and "EQUAL" in expected:
+    if (found == "_NL" and "EQUAL" in expected) or expected == {"EQUAL"}:
         return "settings are written 'name = value', one per line"
+    if found == "_NL" and expected & {"RPAR", "RSQB"}:
+        return "close each '(' and '[' on the line where it opens"
+    if found == "EQUAL" and expected <= _VALUE_STARTS | {"MINUS"}:
+        return "write one '=' between the name and the value, as in epochs = 10"
     if found == "_NL" and _VALUE_STARTS <= expected:
         return "the line ends where a value is needed, as in 'epochs = 10' or 'width=64'"
     if found == "LBRACE" and "NAME" in expected:
@@ -258,6 +313,8 @@ def _hint_for(found: str, expected: set[str]) -> str:
         return "a block needs a name, as in 'block stage(channels) {'"
     if found == "MINUS" and "_NL" in expected:
         return "a positional argument cannot start with '-': write it in parentheses, as in (-1)"
+    if found in {"RPAR", "RSQB"} and not expected & {"RPAR", "RSQB"}:
+        return f"this {TERMINAL_WORDS[found]} closes no {TERMINAL_WORDS['LPAR' if found == 'RPAR' else 'LSQB']}: remove it"
     if found in {"PLUS", "STAR", "SLASH", "RPAR", "COMMA"} and expected & {"NUMBER", "NAME"}:
         return "an operator needs a value on each side, as in width * 2"
     if found != "_NL" and {"REPEAT", "NAME"} <= expected:
