@@ -261,3 +261,10 @@ def test_string_control_characters_not_printed():
     assert error.message == 'invalid noise "\x1b[31m" for privacy'
     assert "\x1b" not in error.format()
     assert 'invalid noise "?[31m" for privacy' in error.format()
+
+
+def test_overflowing_sensitivity_rejected():
+    source = "network n {\n    input shape=[8] clip_norm=1e300\n    dense 4\n}\nloss cross_entropy temperature=1e-300\n"
+    error = error_of(source)
+    assert error.message == "the sensitivity of dense_1.weight is not a finite number: inf"
+    assert (error.location.line, error.location.column) == (3, 5)

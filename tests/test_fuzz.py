@@ -55,7 +55,9 @@ CHARACTERS = st.characters(codec="utf-8")
 def check_input(text: str) -> None:
     """Compile `text`; accept success or a located LipcError, and let any other exception fail the test."""
     try:
-        lipc.compile_source(text, PATH)
+        compiled = lipc.compile_source(text, PATH)
+        # `lipc compile` also certifies the operator norm of each layer.
+        compiled.certified_lipschitz()
     except LipcError as error:
         report = error.format()
         first_line = report.split("\n", 1)[0]

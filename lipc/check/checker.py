@@ -182,6 +182,26 @@ def _check_output(spec: SpecFile, layers: list[Layer], loss: Loss) -> None:
     raise spec_error(spec, layers[-1].location, f"the network's output must be {expected} for {loss.kind}, but it has shape {list(output_shape)}", hint)
 
 
+def _check_finite_bounds(spec: SpecFile, bounds: tuple[LayerBound, ...]) -> None:
+    """Reject bounds that overflowed float64: an infinite sensitivity calls for infinite noise."""
+    for bound in bounds:
+        for name, value in bound.sensitivities:
+            if not math.isfinite(value):
+                raise spec_error(
+                    spec,
+                    bound.layer.location,
+                    f"the sensitivity of {bound.name}.{name} is not a finite number: {value}",
+                    "lower clip_norm, bias_norm or the loss's Lipschitz constant (raise its temperature)",
+                )
+        if not math.isfinite(bound.output_norm_bound):
+            raise spec_error(
+                spec,
+                bound.layer.location,
+                f"the bound on the norm of the output of {bound.name} is not a finite number: {bound.output_norm_bound}",
+                "lower clip_norm or bias_norm",
+            )
+
+
 def check_spec(spec: SpecFile, network_name: str | None = None) -> CheckedSpec:
     """Check `spec` and compute its bounds.
 
@@ -227,5 +247,6 @@ def check_spec(spec: SpecFile, network_name: str | None = None) -> CheckedSpec:
         raise SpecErrors(errors)
 
     bounds = tuple(_propagate_bounds(layers, loss))
+    _check_finite_bounds(spec, bounds)
     warnings = spec_warnings(spec, bounds, train, expansion)
     return CheckedSpec(spec, network.name, bounds, loss, train, warnings)
