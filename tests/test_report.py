@@ -26,7 +26,7 @@ def run_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("report")
     x, y = separable_arrays()
     write_npz(folder / "mine.npz", x=x, y=y)
-    spec = write_spec(folder, 'data = "mine.npz"')
+    spec = write_spec(folder, 'source = "mine.npz"')
     assert main(["--quiet", "train", spec, "--out", str(folder / "run")]) == 0
     return folder / "run"
 
@@ -125,7 +125,7 @@ def test_report_renders_in_chromium(run_dir, tmp_path):
 def test_report_warns_on_data_statistics(tmp_path):
     x, y = separable_arrays()
     write_npz(tmp_path / "mine.npz", x=x, y=y)
-    spec = write_spec(tmp_path, 'data = "mine.npz"\n    allow_data_statistics = true\n    preprocess = standardize')
+    spec = write_spec(tmp_path, 'source = "mine.npz"\n    allow_data_statistics = true\n    preprocess = standardize')
     assert main(["--quiet", "train", spec, "--out", str(tmp_path / "run")]) == 0
     html = write_report(tmp_path / "run", tmp_path / "report").html_path.read_text(encoding="utf-8")
     assert "The (ε, δ) guarantee does not cover that step." in html

@@ -22,6 +22,8 @@ SENSITIVITY_SAFETY_MARGIN = 1e-4
 # The maximum number of trainable values in a network: a sanity limit (4 GiB of float32 weights,
 # before optimizer state) that turns a mistyped width into an error rather than an
 # allocation failure when the network is built.
+# NOTE: a network within these limits can still exceed the memory of a small machine, and
+# torch then raises its own allocation error when the network is built.
 MAX_NETWORK_PARAMETERS = 2**30
 
 
