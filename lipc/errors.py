@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -19,6 +20,16 @@ class Location:
         return f"{self.path}:{self.line}:{self.column}"
 
 
+# Control characters other than the newline. A file or a string value may contain them, and
+# printed as they are they would garble a terminal. Each shows as one '?', so the caret keeps its column.
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def printable(text: str) -> str:
+    """Replace each control character of `text`, except newlines, with '?'."""
+    return _CONTROL_CHARACTERS.sub("?", text)
+
+
 def format_diagnostic(
     severity: str,
     message: str,
@@ -30,13 +41,13 @@ def format_diagnostic(
     """Render ``file:line:column: SEVERITY: message``, the source line with a caret, notes and a hint."""
     lines = [f"{location}: {severity}: {message}"]
     if source_line is not None:
-        text = source_line.rstrip("\n").expandtabs(1)
+        text = source_line.rstrip("\r\n").expandtabs(1)
         lines.append(f"    {text}")
         lines.append("    " + " " * (location.column - 1) + "^")
     lines.extend(notes)
     if hint:
         lines.append(f"hint: {hint}")
-    return "\n".join(lines)
+    return printable("\n".join(lines))
 
 
 @dataclass(frozen=True)
@@ -82,7 +93,7 @@ class LipcError(Exception):
     def format(self) -> str:
         if self.location is None:
             lines = [f"lipc: error: {self.message}", *self.notes]
-            return "\n".join(lines + ([f"hint: {self.hint}"] if self.hint else []))
+            return printable("\n".join(lines + ([f"hint: {self.hint}"] if self.hint else [])))
         return format_diagnostic("error", self.message, self.location, self.source_line, self.hint, self.notes)
 
     def __str__(self) -> str:
@@ -133,6 +144,28 @@ class BoundViolation(LipcError):
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
-    """Return a hint naming the candidate closest to `word`, if any is close."""
-    matches = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
-    return f"did you mean '{matches[0]}'?" if matches else None
+    """Return a hint naming the candidate closest to `word`, if any is close.
+
+    Among the candidates that difflib finds similar, the fewest edits wins, counting a swap
+    of two neighbouring letters as one edit, so that 'adma' suggests 'adam' over 'adamax'.
+    """
+    matches = difflib.get_close_matches(word, list(candidates), n=5, cutoff=0.6)
+    if not matches:
+        return None
+    best = min(matches, key=lambda match: _edit_distance(word, match))
+    return f"did you mean '{best}'?"
+
+
+def _edit_distance(first: str, second: str) -> int:
+    """Optimal string alignment distance: insertions, deletions, substitutions and adjacent swaps."""
+    previous_row: list[int] | None = None
+    row = list(range(len(second) + 1))
+    for i in range(1, len(first) + 1):
+        before, previous_row = previous_row, row
+        row = [i] + [0] * len(second)
+        for j in range(1, len(second) + 1):
+            cost = 0 if first[i - 1] == second[j - 1] else 1
+            row[j] = min(previous_row[j] + 1, row[j - 1] + 1, previous_row[j - 1] + cost)
+            if before is not None and j > 1 and first[i - 1] == second[j - 2] and first[i - 2] == second[j - 1]:
+                row[j] = min(row[j], before[j - 2] + 1)
+    return row[len(second)]

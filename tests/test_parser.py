@@ -73,7 +73,7 @@ MALFORMED = [
     ("network n { dense 64 }\n", 1, 13, "expected the end of the line"),
     ("loss cross_entropy temperature=0.2\ntrain {\n    epochs 3\n}\n", 3, 12, "expected '='"),
     ("nework n {\n}\n", 1, 1, "unknown keyword 'nework'"),
-    ('train {\n    data = "digits\n}\n', 2, 12, "unexpected character '\"'"),
+    ('train {\n    data = "digits\n}\n', 2, 12, "unterminated string"),
 ]
 
 
@@ -133,5 +133,5 @@ def test_section_inside_unclosed_network():
     with pytest.raises(SpecError) as caught:
         parse_source("network n {\n    dense 10\n\nloss cross_entropy\n", "bad.lip")
     assert (caught.value.location.line, caught.value.location.column) == (4, 1)
-    assert caught.value.message == "unexpected 'loss'; expected 'let', 'repeat', '}' or a name"
+    assert caught.value.message == "unexpected 'loss'; expected a layer, 'let', 'repeat' or '}'"
     assert caught.value.hint == "close the block above with '}' on its own line before this section"

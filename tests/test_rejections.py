@@ -23,7 +23,7 @@ def rejection(layers: str, loss: str = "cross_entropy", shape: str = "[2, 8, 8]"
 @pytest.mark.parametrize("kind", ["batchnorm", "dropout", "exp", "square", "layernorm"])
 def test_unbounded_layer_rejected(kind):
     error = rejection(f"    {kind}")
-    assert error.message == f"layer '{kind}' has no certified Lipschitz bound"
+    assert error.message.startswith(f"layer '{kind}' has no certified Lipschitz bound: ")
     assert (error.location.line, error.location.column) == (3, 5)
     assert error.hint
 
@@ -38,7 +38,7 @@ def test_overlapping_maxpool_rejected():
 def test_missing_clip_norm_rejected():
     with pytest.raises(SpecError) as caught:
         check_spec(parse_source("network n {\n    input shape=[8]\n    dense 2\n}\nloss cross_entropy\n"))
-    assert caught.value.message == "input needs the option 'clip_norm'"
+    assert caught.value.message.startswith("input needs the option 'clip_norm': ")
 
 
 @pytest.mark.parametrize("loss, hint_start", [("kr", "the Kantorovich–Rubinstein loss divides"), ("mse", "squared error has no Lipschitz constant")])

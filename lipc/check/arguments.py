@@ -6,7 +6,7 @@ import math
 from typing import Sequence
 
 from lipc.errors import Location, SpecError, did_you_mean
-from lipc.lang.syntax import Argument, Call, ListValue, Name, Number, SpecFile, String, Value
+from lipc.lang.syntax import Argument, Call, LetDecl, ListValue, Name, Number, SpecFile, String, Value
 
 _REQUIRED = object()
 
@@ -18,8 +18,17 @@ def spec_error(spec: SpecFile, location: Location, message: str, hint: str | Non
 
 def end_location(spec: SpecFile) -> Location:
     """Return the start of the last line of the file, for errors about something missing."""
-    lines = spec.source.splitlines() or [""]
+    lines = spec.source.rstrip("\n").split("\n")
     return Location(spec.path, len(lines), 1)
+
+
+def defined_names(spec: SpecFile) -> list[str]:
+    """Return every name that the file defines: its lets, and the parameters and lets of its blocks."""
+    names = [let.name for let in spec.lets]
+    for block in spec.blocks:
+        names += [parameter.name for parameter in block.parameters]
+        names += [statement.name for statement in block.body if isinstance(statement, LetDecl)]
+    return names
 
 
 def describe_value(value: Value) -> str:
@@ -90,7 +99,7 @@ class ArgumentReader:
         """Suggest a defined name for a misspelt one, as in `dense widht`."""
         if not isinstance(value, Name):
             return None
-        return did_you_mean(value.value, [let.name for let in self.spec.lets]) or f"'{value.value}' is not a defined name; define it with 'let {value.value} = VALUE'"
+        return did_you_mean(value.value, defined_names(self.spec)) or f"'{value.value}' is not a defined name; define it with 'let {value.value} = VALUE'"
 
     def has(self, name: str) -> bool:
         return name in self.values
@@ -111,14 +120,14 @@ class ArgumentReader:
             return default
         value = argument.value
         if not isinstance(value, Number) or not math.isfinite(value.value):
-            raise self.error(argument.location, f"{self.owner} {self.noun} '{name}' must be a number, not {describe_value(value)}", self._name_hint(value))
+            raise self.error(argument.location, f"{self.owner} {self.noun} '{name}' must be a number, not {describe_value(value)}", self._name_hint(value) or f"write a number, as in {name}=1.0")
         number = float(value.value)
         if exclusive_minimum is not None and not number > exclusive_minimum:
-            raise self.error(argument.location, f"{self.owner} {self.noun} '{name}' must be greater than {exclusive_minimum:g}, not {number:g}")
+            raise self.error(argument.location, f"{self.owner} {self.noun} '{name}' must be greater than {exclusive_minimum:g}, not {number:g}", f"use a value above {exclusive_minimum:g}")
         if minimum is not None and number < minimum:
-            raise self.error(argument.location, f"{self.owner} {self.noun} '{name}' must be at least {minimum:g}, not {number:g}")
+            raise self.error(argument.location, f"{self.owner} {self.noun} '{name}' must be at least {minimum:g}, not {number:g}", f"use a value of {minimum:g} or more")
         if maximum is not None and number > maximum:
-            raise self.error(argument.location, f"{self.owner} {self.noun} '{name}' must be at most {maximum:g}, not {number:g}")
+            raise self.error(argument.location, f"{self.owner} {self.noun} '{name}' must be at most {maximum:g}, not {number:g}", f"use a value of {maximum:g} or less")
         return number
 
     def integer(self, name: str, default=_REQUIRED, *, minimum: int | None = None) -> int:
@@ -127,9 +136,9 @@ class ArgumentReader:
             return default
         value = argument.value
         if not isinstance(value, Number) or not isinstance(value.value, int):
-            raise self.error(argument.location, f"{self.owner} {self.noun} '{name}' must be a whole number, not {describe_value(value)}", self._name_hint(value))
+            raise self.error(argument.location, f"{self.owner} {self.noun} '{name}' must be a whole number, not {describe_value(value)}", self._name_hint(value) or f"write a whole number, as in {name}=3")
         if minimum is not None and value.value < minimum:
-            raise self.error(argument.location, f"{self.owner} {self.noun} '{name}' must be at least {minimum}, not {value.value}")
+            raise self.error(argument.location, f"{self.owner} {self.noun} '{name}' must be at least {minimum}, not {value.value}", f"use a value of {minimum} or more")
         return value.value
 
     def shape(self, name: str) -> tuple[int, ...]:
@@ -162,7 +171,7 @@ class ArgumentReader:
         if argument is None:
             return default
         if not isinstance(argument.value, (Call, Name)):
-            raise self.error(argument.location, f"{self.owner} {self.noun} '{name}' must be a name or a call such as adam(lr=0.01), not {describe_value(argument.value)}")
+            raise self.error(argument.location, f"{self.owner} {self.noun} '{name}' must be a name or a call such as adam(lr=0.01), not {describe_value(argument.value)}", f"write {name} = adam(lr=0.01), or another function call")
         return argument.value
 
     def number_list(self, name: str, default=_REQUIRED, *, minimum: float = 0.0) -> tuple[float, ...]:
@@ -172,5 +181,5 @@ class ArgumentReader:
         value = argument.value
         valid = isinstance(value, ListValue) and all(isinstance(i, Number) and math.isfinite(i.value) and i.value >= minimum for i in value.items)
         if not valid:
-            raise self.error(argument.location, f"{self.owner} {self.noun} '{name}' must be a list of numbers of at least {minimum:g}, not {describe_value(value)}")
+            raise self.error(argument.location, f"{self.owner} {self.noun} '{name}' must be a list of numbers of at least {minimum:g}, not {describe_value(value)}", "write the numbers in square brackets, as in [0.25, 0.5]")
         return tuple(float(i.value) for i in value.items)

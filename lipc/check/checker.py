@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 
 from lipc.check.arguments import end_location, spec_error
-from lipc.check.layers import LAYER_KINDS, UNBOUNDED_LAYERS, InputLayer, Layer, check_layer_kind, parse_layer
+from lipc.check.layers import LAYER_KINDS, UNBOUNDED_LAYERS, InputLayer, Layer, check_layer_options, parse_layer
 from lipc.check.losses import BINARY_LABELS, REGRESSION_TARGETS, Loss, parse_loss
 from lipc.check.training import TrainConfig, parse_train
 from lipc.check.warnings import spec_warnings
@@ -18,6 +18,13 @@ from lipc.lang.syntax import NetworkDecl, SpecFile
 # backward passes (input clipping, matrix products) cannot push a real per-example gradient
 # norm past its reported bound.
 SENSITIVITY_SAFETY_MARGIN = 1e-4
+
+# The maximum number of trainable values in a network: a sanity limit (4 GiB of float32 weights,
+# before optimizer state) that turns a mistyped width into an error rather than an
+# allocation failure when the network is built.
+# NOTE: a network within these limits can still exceed the memory of a small machine, and
+# torch then raises its own allocation error when the network is built.
+MAX_NETWORK_PARAMETERS = 2**30
 
 
 @dataclass(frozen=True)
@@ -107,14 +114,14 @@ def _check_layers(spec: SpecFile, network: NetworkDecl, errors: list[SpecError])
     """Check every layer in order; return None when some layer has an error.
 
     After the first error the shapes that reach later layers are unknown, so later layers
-    are checked only for unknown kinds, which do not depend on shapes.
+    are checked only for what does not depend on shapes: their kinds and option names.
     """
     if not network.layers or network.layers[0].kind != "input":
         location = network.layers[0].location if network.layers else network.location
         errors.append(spec_error(
             spec,
             location,
-            "the network must start with an 'input' layer",
+            "the network must start with an 'input' layer: it sets the input shape and the clipping radius that every bound starts from",
             "declare the shape and the clipping radius first, as in 'input shape=[64] clip_norm=1.0'",
         ))
         return None
@@ -126,7 +133,7 @@ def _check_layers(spec: SpecFile, network: NetworkDecl, errors: list[SpecError])
             if decl.kind == "input" and layers:
                 raise spec_error(spec, decl.location, "a network has exactly one 'input' layer, and it comes first", "remove this one")
             if shape is None:
-                check_layer_kind(spec, decl)
+                check_layer_options(spec, decl)
                 continue
             layer = parse_layer(spec, decl, shape)
         except SpecError as error:
@@ -177,11 +184,31 @@ def _check_output(spec: SpecFile, layers: list[Layer], loss: Loss) -> None:
     raise spec_error(spec, layers[-1].location, f"the network's output must be {expected} for {loss.kind}, but it has shape {list(output_shape)}", hint)
 
 
+def _check_finite_bounds(spec: SpecFile, bounds: tuple[LayerBound, ...]) -> None:
+    """Reject bounds that overflowed float64: an infinite sensitivity calls for infinite noise."""
+    for bound in bounds:
+        for name, value in bound.sensitivities:
+            if not math.isfinite(value):
+                raise spec_error(
+                    spec,
+                    bound.layer.location,
+                    f"the sensitivity of {bound.name}.{name} is not a finite number: {value}",
+                    "lower clip_norm, bias_norm or the loss's Lipschitz constant (raise its temperature)",
+                )
+        if not math.isfinite(bound.output_norm_bound):
+            raise spec_error(
+                spec,
+                bound.layer.location,
+                f"the bound on the norm of the output of {bound.name} is not a finite number: {bound.output_norm_bound}",
+                "lower clip_norm or bias_norm",
+            )
+
+
 def check_spec(spec: SpecFile, network_name: str | None = None) -> CheckedSpec:
     """Check `spec` and compute its bounds.
 
-    Raise SpecErrors listing every independent problem: each layer error (until the shapes
-    are lost), the loss, and each settings section.
+    Raise SpecErrors listing every independent problem: each layer error (after the first,
+    later layers are checked for kinds and option names only), the loss, and each setting.
     """
     expansion = expand_spec(spec, set(LAYER_KINDS) | set(UNBOUNDED_LAYERS))
     spec = expansion.spec
@@ -208,11 +235,20 @@ def check_spec(spec: SpecFile, network_name: str | None = None) -> CheckedSpec:
             _check_output(spec, layers, loss)
             if not any(layer.has_parameters for layer in layers):
                 raise spec_error(spec, network.location, "the network has no trainable layer", "add a 'dense' layer")
+            parameters = sum(layer.parameter_elements for layer in layers)
+            if parameters > MAX_NETWORK_PARAMETERS:
+                raise spec_error(
+                    spec,
+                    network.location,
+                    f"the network is too large: it has {parameters:,} parameters, more than the limit of {MAX_NETWORK_PARAMETERS:,}",
+                    "use fewer or narrower layers",
+                )
         except SpecError as error:
             errors.append(error)
     if errors:
         raise SpecErrors(errors)
 
     bounds = tuple(_propagate_bounds(layers, loss))
+    _check_finite_bounds(spec, bounds)
     warnings = spec_warnings(spec, bounds, train, expansion)
     return CheckedSpec(spec, network.name, bounds, loss, train, warnings)

@@ -47,6 +47,11 @@ class Layer:
     def has_parameters(self) -> bool:
         return False
 
+    @property
+    def parameter_elements(self) -> int:
+        """The number of trainable values, over all parameter tensors."""
+        return 0
+
     def describe(self) -> str:
         return self.kind
 
@@ -124,6 +129,10 @@ class Dense(Layer):
     @property
     def has_parameters(self) -> bool:
         return True
+
+    @property
+    def parameter_elements(self) -> int:
+        return self.in_features * self.out_features + (self.out_features if self.bias_norm is not None else 0)
 
     def output_norm_bound(self, input_norm_bound: float) -> float:
         return input_norm_bound + (self.bias_norm or 0.0)
@@ -233,6 +242,11 @@ class Convolution(Layer):
     @property
     def has_parameters(self) -> bool:
         return True
+
+    @property
+    def parameter_elements(self) -> int:
+        kernel = self.out_channels * self.in_channels * math.prod(self.kernel_size)
+        return kernel + (self.out_channels if self.bias_norm is not None else 0)
 
     def output_norm_bound(self, input_norm_bound: float) -> float:
         return input_norm_bound + math.sqrt(self.output_positions) * (self.bias_norm or 0.0)
@@ -348,6 +362,10 @@ class Residual(Layer):
     def has_parameters(self) -> bool:
         return any(layer.has_parameters for layer in self.inner)
 
+    @property
+    def parameter_elements(self) -> int:
+        return sum(layer.parameter_elements for layer in self.inner)
+
     def inner_input_norm_bounds(self, input_norm_bound: float) -> list[float]:
         """X before each inner layer, then X_f after the last one."""
         norms = [input_norm_bound]
@@ -389,6 +407,13 @@ LayerParser = Callable[[ArgumentReader, LayerDecl, Shape], Layer]
 
 
 def _parse_input(reader: ArgumentReader, decl: LayerDecl, input_shape: Shape) -> Layer:
+    if not reader.has("clip_norm"):
+        raise reader.error(
+            decl.location,
+            "input needs the option 'clip_norm': without a radius onto which each input is projected, "
+            "no input norm is bounded, and neither is any sensitivity",
+            "add clip_norm=C, as in 'input shape=[64] clip_norm=1.0'",
+        )
     shape = reader.shape("shape")
     clip_norm = reader.number("clip_norm", exclusive_minimum=0.0)
     return InputLayer("input", decl.location, shape, shape, clip_norm)
@@ -470,6 +495,7 @@ def _per_axis(reader: ArgumentReader, name: str, default: int, dimensions: int) 
             raise reader.error(
                 reader.location_of(name),
                 f"{reader.owner} option '{name}' must be a positive whole number or a list of {dimensions}, not {describe_value(reader.values[name].value)}",
+                f"write {name}=3, or one whole number per spatial axis" + (", as in [3, 3]" if dimensions == 2 else ""),
             )
         return tuple(i.value for i in items)
     return (reader.integer(name, default, minimum=1),) * dimensions
@@ -492,14 +518,37 @@ def _convolution_parser(dimensions: int) -> LayerParser:
                     f"{decl.kind} kernel {kernel_size} is larger than its input size {size} with {padding} padding",
                     "use a smaller kernel, or padding=same",
                 )
+        # Checked before the geometry, whose coverage count takes size·kernel steps per axis.
+        kernel_elements = channels * input_shape[0] * math.prod(kernel)
+        _check_tensor_size(reader, decl, f"its kernel of shape {[channels, input_shape[0], *kernel]}", kernel_elements)
+        for size, kernel_size in zip(sizes, kernel):
+            _check_tensor_size(reader, decl, f"its coverage count on an axis of size {size} with kernel {kernel_size}", size * kernel_size)
         axes = tuple(convolution_axis(n, k, s, padding) for n, k, s in zip(sizes, kernel, stride))
         output_shape = (channels, *(axis.output_size for axis in axes))
+        # The FFT certificate of the operator norm holds c_out·c_in blocks on the padded grid.
+        spectrum_elements = channels * input_shape[0] * math.prod(axis.padded_size for axis in axes)
+        _check_tensor_size(reader, decl, "the spectrum that certifies its operator norm", spectrum_elements)
         return Convolution(decl.kind, decl.location, input_shape, output_shape, axes, padding, bias_norm, constraint)
 
     return parse
 
 
 DEFAULT_KERNEL_SIZE = 3
+
+# The maximum number of values in one tensor of a layer: a parameter tensor, the activation of
+# one example, or a work array of the checker or of the operator-norm certificate. It is a
+# sanity limit (2**28 float32 values take 1 GiB) that turns a mistyped width or shape into an
+# error here rather than an allocation failure or hours of work when the network is built.
+MAX_TENSOR_ELEMENTS = 2**28
+
+
+def _check_tensor_size(reader: ArgumentReader, decl: LayerDecl, what: str, elements: int) -> None:
+    if elements > MAX_TENSOR_ELEMENTS:
+        raise reader.error(
+            decl.location,
+            f"{decl.kind} is too large: {what} would hold {elements:,} values, more than the limit of {MAX_TENSOR_ELEMENTS:,}",
+            "check the widths, channels, kernel size and input shape",
+        )
 
 
 def _parse_pooling(reader: ArgumentReader, decl: LayerDecl, input_shape: Shape) -> Layer:
@@ -516,8 +565,8 @@ def _parse_pooling(reader: ArgumentReader, decl: LayerDecl, input_shape: Shape) 
     if any(size < window for size in sizes):
         raise reader.error(
             reader.location_of("window"),
-            f"{decl.kind} window {window} is larger than its input, of shape {list(input_shape)}",
-            "use a smaller window",
+            f"{decl.kind} {window} needs spatial sizes of at least {window}, but its input has shape {list(input_shape)}",
+            f"use a window of at most {min(sizes)}, or remove the layer",
         )
     output_shape = (input_shape[0], *(size // window for size in sizes))
     return Pooling(decl.kind, decl.location, input_shape, output_shape, window)
@@ -582,26 +631,46 @@ LAYER_KINDS: dict[str, tuple[LayerParser, tuple[str, ...], tuple[str, ...]]] = {
     "residual": (_parse_residual, ("alpha",), ("alpha",)),
 }
 
-# Layers that practitioners reach for but that have no bound lipc can prove.
+# Layers that practitioners reach for but that have no bound lipc can prove: the reason, and
+# what to write instead.
 UNBOUNDED_LAYERS = {
-    "batchnorm": "batch normalisation mixes examples within a batch, so no per-example bound holds; use 'centering' or remove it",
-    "batch_norm": "batch normalisation mixes examples within a batch, so no per-example bound holds; use 'centering' or remove it",
-    "dropout": "dropout changes the network's scale between training and evaluation; remove it",
-    "softmax": "apply no softmax inside the network: the loss takes logits",
-    "exp": "exp has no Lipschitz constant on the real line; use groupsort, abs or relu",
-    "square": "x² has no Lipschitz constant on the real line; use groupsort, abs or relu",
-    "layernorm": "layer normalisation divides by the example's own norm, which has no Lipschitz bound near 0; use 'centering layer'",
+    "batchnorm": ("batch normalisation mixes the examples of a batch, so no per-example bound holds", "use 'centering', which subtracts a mean within each example, or remove it"),
+    "batch_norm": ("batch normalisation mixes the examples of a batch, so no per-example bound holds", "use 'centering', which subtracts a mean within each example, or remove it"),
+    "dropout": ("dropout rescales activations by 1/(1 − p) in training, which breaks the bound of 1", "remove it: the Lipschitz constraint already regularises the network"),
+    "softmax": ("the loss applies its own softmax to the logits", "remove it: end the network with the logits"),
+    "exp": ("exp has no Lipschitz constant on the real line", "use 'groupsort 2', 'abs' or 'relu'"),
+    "square": ("x² has no Lipschitz constant on the real line", "use 'groupsort 2', 'abs' or 'relu'"),
+    "layernorm": ("layer normalisation divides by the example's own norm, which has no Lipschitz bound near 0", "use 'centering layer'"),
 }
+
+# Activations that lipc does not implement, although some of them are 1-Lipschitz: the hint
+# names the layers that take their place.
+MISSING_ACTIVATIONS = ("sigmoid", "tanh", "relu6", "leaky_relu", "prelu", "elu", "selu", "gelu", "silu", "swish", "softplus", "mish")
+ACTIVATION_HINT = "use 'groupsort 2' (or 'maxmin'), which is 1-Lipschitz and keeps gradient norms; 'abs' and 'relu' are 1-Lipschitz too"
 
 
 def check_layer_kind(spec: SpecFile, decl: LayerDecl) -> None:
     """Reject a layer kind that is unknown or has no certified bound."""
     if decl.kind in UNBOUNDED_LAYERS:
-        raise spec_error(spec, decl.location, f"layer '{decl.kind}' has no certified Lipschitz bound", UNBOUNDED_LAYERS[decl.kind])
+        reason, hint = UNBOUNDED_LAYERS[decl.kind]
+        raise spec_error(spec, decl.location, f"layer '{decl.kind}' has no certified Lipschitz bound: {reason}", hint)
+    if decl.kind in MISSING_ACTIVATIONS:
+        raise spec_error(spec, decl.location, f"lipc has no '{decl.kind}' activation", ACTIVATION_HINT)
     if decl.kind not in LAYER_KINDS:
-        names = list(LAYER_KINDS) + [block.name for block in spec.blocks]
+        names = list(LAYER_KINDS) + [block.name for block in spec.blocks] + ["repeat"]
         hint = did_you_mean(decl.kind, names) or f"the layers are {', '.join(sorted(LAYER_KINDS))}"
         raise spec_error(spec, decl.location, f"unknown layer '{decl.kind}'", hint)
+
+
+def check_layer_options(spec: SpecFile, decl: LayerDecl) -> None:
+    """Check what does not depend on the input shape: the kind, the option names and the inner layers' too."""
+    check_layer_kind(spec, decl)
+    if decl.body is not None and decl.kind != "residual":
+        raise spec_error(spec, decl.location, f"layer '{decl.kind}' takes no block of inner layers", "only 'residual' has a block; remove the braces")
+    _, positional, keywords = LAYER_KINDS[decl.kind]
+    ArgumentReader(spec, decl.kind, decl.location, decl.arguments, positional, keywords)
+    for inner in decl.body or ():
+        check_layer_options(spec, inner)
 
 
 def parse_layer(spec: SpecFile, decl: LayerDecl, input_shape: Shape) -> Layer:
@@ -612,7 +681,11 @@ def parse_layer(spec: SpecFile, decl: LayerDecl, input_shape: Shape) -> Layer:
             raise spec_error(spec, decl.location, f"layer '{decl.kind}' takes no block of inner layers", "only 'residual' has a block; remove the braces")
         parser, positional, keywords = LAYER_KINDS[decl.kind]
         reader = ArgumentReader(spec, decl.kind, decl.location, decl.arguments, positional, keywords)
-        return parser(reader, decl, input_shape)
+        layer = parser(reader, decl, input_shape)
+        if not isinstance(layer, Residual):
+            _check_tensor_size(reader, decl, "its parameters", layer.parameter_elements)
+        _check_tensor_size(reader, decl, f"its output of shape {list(layer.output_shape)}", math.prod(layer.output_shape))
+        return layer
     except SpecError as error:
         # Point from a layer inside a block to the lines that used the block.
         if decl.used_at and not error.notes:

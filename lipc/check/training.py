@@ -84,6 +84,10 @@ SETTING_RANGES: dict[str, tuple[float | None, float | None, float | None]] = {
 }
 
 
+# Typical values of the range-checked settings that have no default.
+SETTING_EXAMPLES = {"epsilon": 3, "lr": 0.01, "noise_multiplier": 1.0, "dataset_size": 60000}
+
+
 def range_problem(name: str, value: float) -> str | None:
     """Describe why `value` is out of range for setting `name`, or return None."""
     if not math.isfinite(value):
@@ -126,7 +130,7 @@ def parse_optimizer(spec: SpecFile, value: Call | Name) -> OptimizerConfig:
         elif isinstance(argument.value, Name) and argument.value.value in ("true", "false"):
             arguments[argument.name] = argument.value.value == "true"
         else:
-            raise spec_error(spec, argument.location, f"optimizer option '{argument.name}' must be a number or true/false, not {describe_value(argument.value)}")
+            raise spec_error(spec, argument.location, f"optimizer option '{argument.name}' must be a number or true/false, not {describe_value(argument.value)}", f"write {argument.name}=0.01, or true or false for a flag")
     if "lr" in arguments:
         problem = range_problem("lr", arguments["lr"])
         if problem:
@@ -153,7 +157,7 @@ def _section_of(setting: str) -> str | None:
 
 
 def check_sections(spec: SpecFile) -> list[SpecError]:
-    """Check section names, repeated sections and settings written in the wrong section."""
+    """Check section names, repeated sections, and unknown or misplaced settings."""
     errors = []
     seen = set()
     for section in spec.sections:
@@ -170,9 +174,22 @@ def check_sections(spec: SpecFile) -> list[SpecError]:
                 errors.append(spec_error(spec, setting.location, f"'{setting.name}' is not a setting; the data set is the '{new_name}' setting of the data section", f"write data {{ {new_name} = ... }}"))
                 continue
             home = _section_of(setting.name)
-            if home is not None and home != section.name:
+            if home is None:
+                names = SECTION_SETTINGS[section.name]
+                hint = did_you_mean(setting.name, names) or _misplaced_hint(setting.name, section.name) or f"{section.name} accepts {', '.join(names)}"
+                errors.append(spec_error(spec, setting.location, f"unknown setting '{setting.name}' for {section.name}", hint))
+            elif home != section.name:
                 errors.append(spec_error(spec, setting.location, f"'{setting.name}' is a {home} setting, not a {section.name} setting", f"move it to the '{home}' section"))
     return errors
+
+
+def _misplaced_hint(name: str, section_name: str) -> str | None:
+    """Suggest a close setting of another section, as in `delt` written in the train section."""
+    for other, names in SECTION_SETTINGS.items():
+        suggestion = did_you_mean(name, names) if other != section_name else None
+        if suggestion:
+            return f"{suggestion[:-1]}, a setting of the '{other}' section?"
+    return None
 
 
 def _reader(spec: SpecFile, section_name: str) -> ArgumentReader:
@@ -180,70 +197,86 @@ def _reader(spec: SpecFile, section_name: str) -> ArgumentReader:
     if not sections:
         return ArgumentReader(spec, section_name, None, (), (), SECTION_SETTINGS[section_name], noun="setting")
     section = sections[0]
-    # Settings that belong to another section were reported by check_sections.
-    arguments = [
-        Argument(s.name, s.value, s.location)
-        for s in section.settings
-        if _section_of(s.name) in (None, section_name) and s.name not in _DATA_SET_SETTINGS
-    ]
+    # Unknown settings, and settings that belong to another section, were reported by check_sections.
+    arguments = [Argument(s.name, s.value, s.location) for s in section.settings if _section_of(s.name) == section_name]
     return ArgumentReader(spec, section_name, section.location, arguments, (), SECTION_SETTINGS[section_name], noun="setting")
 
 
-def _check_ranges(spec: SpecFile, reader: ArgumentReader, values: dict) -> None:
+def _read_each(errors: list[SpecError], readers: dict) -> dict:
+    """Call each reader of a setting; collect the errors so that every bad setting is reported."""
+    values = {}
+    for name, read in readers.items():
+        try:
+            values[name] = read()
+        except SpecError as error:
+            errors.append(error)
+    return values
+
+
+def _check_ranges(spec: SpecFile, reader: ArgumentReader, values: dict, errors: list[SpecError]) -> None:
     for name, value in values.items():
         if name in SETTING_RANGES and value is not None:
             problem = range_problem(name, value)
             if problem:
-                raise spec_error(spec, reader.location_of(name), problem)
+                errors.append(spec_error(spec, reader.location_of(name), problem, f"for example, {name} = {getattr(TrainConfig(), name, None) or SETTING_EXAMPLES[name]}"))
 
 
-def _train_settings(spec: SpecFile, defaults: "TrainConfig") -> dict:
+def _train_settings(spec: SpecFile, defaults: "TrainConfig", errors: list[SpecError]) -> dict:
     reader = _reader(spec, "train")
-    values = {
-        "epochs": reader.integer("epochs", defaults.epochs),
-        "batch_size": reader.integer("batch_size", defaults.batch_size),
-        "seed": reader.integer("seed", defaults.seed),
-        "certify_radii": reader.number_list("certify_radii", defaults.certify_radii),
-    }
-    _check_ranges(spec, reader, values)
-    optimizer = reader.call("optimizer", None)
-    values["optimizer"] = parse_optimizer(spec, optimizer) if optimizer is not None else defaults.optimizer
+    values = _read_each(errors, {
+        "epochs": lambda: reader.integer("epochs", defaults.epochs),
+        "batch_size": lambda: reader.integer("batch_size", defaults.batch_size),
+        "seed": lambda: reader.integer("seed", defaults.seed),
+        "certify_radii": lambda: reader.number_list("certify_radii", defaults.certify_radii),
+    })
+    _check_ranges(spec, reader, values, errors)
+
+    def optimizer():
+        value = reader.call("optimizer", None)
+        return parse_optimizer(spec, value) if value is not None else defaults.optimizer
+
+    readers = {"optimizer": optimizer}
     if reader.has("device"):
-        values["device"] = parse_device(spec, reader.values["device"])
+        readers["device"] = lambda: parse_device(spec, reader.values["device"])
+    values.update(_read_each(errors, readers))
     return values
 
 
-def _privacy_settings(spec: SpecFile, defaults: "TrainConfig") -> dict:
+def _privacy_settings(spec: SpecFile, defaults: "TrainConfig", errors: list[SpecError]) -> dict:
     reader = _reader(spec, "privacy")
-    values = {
-        "epsilon": reader.number("epsilon", defaults.epsilon),
-        "delta": reader.number("delta", defaults.delta),
-        "noise": reader.choice("noise", NOISE_STRATEGIES, defaults.noise),
-        "accountant": reader.choice("accountant", ACCOUNTANTS, defaults.accountant),
-        "sampling": reader.choice("sampling", SAMPLING_METHODS, defaults.sampling),
-    }
-    _check_ranges(spec, reader, values)
+    values = _read_each(errors, {
+        "epsilon": lambda: reader.number("epsilon", defaults.epsilon),
+        "delta": lambda: reader.number("delta", defaults.delta),
+        "noise": lambda: reader.choice("noise", NOISE_STRATEGIES, defaults.noise),
+        "accountant": lambda: reader.choice("accountant", ACCOUNTANTS, defaults.accountant),
+        "sampling": lambda: reader.choice("sampling", SAMPLING_METHODS, defaults.sampling),
+    })
+    _check_ranges(spec, reader, values, errors)
     return values
 
 
-def _data_settings(spec: SpecFile, defaults: "TrainConfig") -> dict:
+def _data_settings(spec: SpecFile, defaults: "TrainConfig", errors: list[SpecError]) -> dict:
     reader = _reader(spec, "data")
-    values = {"data": parse_data_source(spec, reader, "source", defaults.data)}
-    values.update(parse_data_settings(spec, reader))
+    values = _read_each(errors, {"data": lambda: parse_data_source(spec, reader, "source", defaults.data)})
+    try:
+        values.update(parse_data_settings(spec, reader))
+    except SpecError as error:
+        errors.append(error)
     return values
 
 
 def parse_train(spec: SpecFile) -> TrainConfig:
     """Read the train, data and privacy sections into a TrainConfig; settings left out keep their defaults.
 
-    Raise SpecErrors listing the first problem of each section, and every misplaced setting.
+    Raise SpecErrors listing every problem: each bad setting (the data section's settings
+    other than `source` stop at their first problem), and every unknown or misplaced setting.
     """
     defaults = TrainConfig()
     errors = check_sections(spec)
     values = {}
     for read in (_train_settings, _data_settings, _privacy_settings):
         try:
-            values.update(read(spec, defaults))
+            values.update(read(spec, defaults, errors))
         except SpecError as error:
             errors.append(error)
     if errors:
@@ -298,7 +331,7 @@ def parse_data_settings(spec: SpecFile, reader: ArgumentReader) -> dict:
     if reader.has("allow_data_statistics"):
         argument = reader.values["allow_data_statistics"]
         if not (isinstance(argument.value, Name) and argument.value.value in ("true", "false")):
-            raise spec_error(spec, argument.location, f"allow_data_statistics must be true or false, not {describe_value(argument.value)}")
+            raise spec_error(spec, argument.location, f"allow_data_statistics must be true or false, not {describe_value(argument.value)}", "write allow_data_statistics = true, or remove the setting")
         allow = argument.value.value == "true"
     settings["allow_data_statistics"] = allow
 
@@ -335,7 +368,7 @@ def parse_preprocess_step(spec: SpecFile, value, allow_data_statistics: bool) ->
         if not mean or len(mean) != len(std):
             raise spec_error(spec, value.location, f"normalize needs as many means as standard deviations, at least one, not {len(mean)} and {len(std)}", "give one value per channel, as in normalize(mean=[0.5], std=[0.25])")
         if min(std) <= 0:
-            raise spec_error(spec, reader.location_of("std"), f"normalize option 'std' must hold positive numbers, not {list(std)}")
+            raise spec_error(spec, reader.location_of("std"), f"normalize option 'std' must hold positive numbers, not {list(std)}", "give each channel's public standard deviation, as in std=[0.25]")
         return Normalize(mean, std)
 
     if arguments:

@@ -8,6 +8,7 @@ defined value stays a Name, because words such as `same` or `bjorck` are option 
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field, replace
 
 from lipc.errors import Location, SpecError, SpecErrors, did_you_mean
@@ -33,8 +34,11 @@ from lipc.lang.syntax import (
     Value,
 )
 
-# Limits that keep a mistyped count from expanding a network without end.
+# Limits that keep a mistyped count from expanding a network without end. Statements count
+# every layer, `let` and block use that expansion visits, so that repeats of bodies that
+# produce no layer are bounded too.
 MAX_LAYERS = 10_000
+MAX_EXPANDED_STATEMENTS = 100_000
 MAX_BLOCK_DEPTH = 32
 
 # Names that the language gives a meaning of its own, and so cannot be defined with `let`.
@@ -83,6 +87,10 @@ class _Expander:
         self.used_blocks: set[str] = set()
         self.used_names: set[str] = set()
         self.layer_count = 0
+        self.statement_count = 0
+        self.limit_reported = False
+        # The blocks being expanded, outermost first, to find a block that uses itself.
+        self.active_blocks: list[str] = []
 
     # Errors -----------------------------------------------------------------------------
 
@@ -90,6 +98,13 @@ class _Expander:
         error = SpecError(message, location=location, source_line=self.spec.source_line(location.line), hint=hint)
         self.errors.append(error.with_notes(use_notes(self.spec, used_at)))
         raise _ExpansionError
+
+    def fail_limit(self, location: Location, message: str, used_at) -> None:
+        """Report a network that expands past a limit, once: every later statement is past it too."""
+        if self.limit_reported:
+            raise _ExpansionError
+        self.limit_reported = True
+        self.fail(location, message, "check the counts of 'repeat'", used_at)
 
     # Values -----------------------------------------------------------------------------
 
@@ -99,7 +114,7 @@ class _Expander:
         if isinstance(result, Number):
             return result.value
         if isinstance(result, Name):
-            hint = did_you_mean(result.value, scope.names()) or "define it first with 'let NAME = VALUE'"
+            hint = did_you_mean(result.value, scope.names()) or f"define it first with 'let {result.value} = VALUE'"
             self.fail(result.location, f"unknown name '{result.value}' in arithmetic", hint, used_at)
         self.fail(value.location, "arithmetic needs numbers, not " + _describe(result), "use + - * / on numbers and named numbers only", used_at)
 
@@ -130,13 +145,16 @@ class _Expander:
         if operation.operator == "*":
             return left * right
         if right == 0:
-            self.fail(operation.right.location, "division by zero", used_at=used_at)
+            self.fail(operation.right.location, "division by zero", "check the divisor: it evaluates to 0", used_at)
         # Whole numbers that divide exactly stay whole, so that `width / 2` can be a layer width.
         if isinstance(left, int) and isinstance(right, int) and left % right == 0:
             return left // right
         return left / right
 
     def make_number(self, value: int | float, location: Location, used_at) -> Number:
+        # Whole numbers are exact in Python, so a product can outgrow every float.
+        if isinstance(value, int) and abs(value) > sys.float_info.max:
+            self.fail(location, "the result of this arithmetic is too large", "numbers must lie within about ±1.8e308", used_at)
         if isinstance(value, float) and not math.isfinite(value):
             self.fail(location, f"the result of this arithmetic is not a finite number: {value}", "check the operands", used_at)
         return Number(value, location)
@@ -181,6 +199,9 @@ class _Expander:
         return layers
 
     def statement(self, statement: Statement, scope: _Scope, used_at, depth: int) -> list[LayerDecl]:
+        self.statement_count += 1
+        if self.statement_count > MAX_EXPANDED_STATEMENTS:
+            self.fail_limit(statement.location, f"the network expands to more than {MAX_EXPANDED_STATEMENTS} statements", used_at)
         if isinstance(statement, LetDecl):
             self.define(statement, scope, used_at)
             return []
@@ -195,7 +216,7 @@ class _Expander:
             body = tuple(self.statements(statement.body, _Scope(parent=scope), used_at, depth))
         self.layer_count += 1
         if self.layer_count > MAX_LAYERS:
-            self.fail(statement.location, f"the network expands to more than {MAX_LAYERS} layers", "check the counts of 'repeat'", used_at)
+            self.fail_limit(statement.location, f"the network expands to more than {MAX_LAYERS} layers", used_at)
         return [LayerDecl(statement.kind, arguments, statement.location, body, used_at)]
 
     def repeat(self, repeat: RepeatDecl, scope: _Scope, used_at, depth: int) -> list[LayerDecl]:
@@ -203,7 +224,7 @@ class _Expander:
         if not isinstance(count, int) or count < 1:
             self.fail(repeat.count.location, f"the count of repeat must be a whole number of at least 1, not {count!r}", "write repeat 3 { ... }", used_at)
         if count > MAX_LAYERS:
-            self.fail(repeat.count.location, f"the count of repeat must be at most {MAX_LAYERS}, not {count}", used_at=used_at)
+            self.fail(repeat.count.location, f"the count of repeat must be at most {MAX_LAYERS}, not {count}", f"check the count: a network has at most {MAX_LAYERS} layers", used_at)
         layers = []
         for _ in range(count):
             # Each repetition gets a fresh scope, so a `let` inside the body may be evaluated again.
@@ -215,6 +236,9 @@ class _Expander:
     def use_block(self, use: LayerDecl, scope: _Scope, used_at, depth: int) -> list[LayerDecl]:
         block = self.blocks[use.kind]
         self.used_blocks.add(block.name)
+        if block.name in self.active_blocks:
+            cycle = " -> ".join(self.active_blocks[self.active_blocks.index(block.name):] + [block.name])
+            self.fail(use.location, f"the block '{block.name}' uses itself ({cycle})", "a block cannot use itself, directly or through other blocks", used_at)
         if depth >= MAX_BLOCK_DEPTH:
             self.fail(use.location, f"blocks are nested more than {MAX_BLOCK_DEPTH} deep here", f"check whether block '{block.name}' uses itself", used_at)
         if use.body is not None:
@@ -251,7 +275,11 @@ class _Expander:
 
         body_scope = _Scope(values, parent=file_scope)
         self.used_names.update(values)
-        return self.statements(block.body, body_scope, used_at + (use.location,), depth + 1)
+        self.active_blocks.append(block.name)
+        try:
+            return self.statements(block.body, body_scope, used_at + (use.location,), depth + 1)
+        finally:
+            self.active_blocks.pop()
 
     # Whole file -------------------------------------------------------------------------
 
@@ -277,6 +305,8 @@ class _Expander:
     def item(self, item, file_scope: _Scope):
         if isinstance(item, NetworkDecl):
             self.layer_count = 0
+            self.statement_count = 0
+            self.limit_reported = False
             layers = self.statements(item.layers, _Scope(parent=file_scope), (), 0)
             return NetworkDecl(item.name, tuple(layers), item.location)
         if isinstance(item, LossDecl):

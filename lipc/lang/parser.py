@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import os
 import re
 from importlib import resources
@@ -11,7 +12,7 @@ from pathlib import Path
 import lark
 from lark import Lark, Token, Transformer
 
-from lipc.errors import Location, SpecError, did_you_mean
+from lipc.errors import Location, SpecError, SpecErrors, did_you_mean
 from lipc.lang.syntax import (
     Argument,
     BinaryOperation,
@@ -66,6 +67,17 @@ _FOUND_WORDS = {"NAME": "name {}", "FUNCTION": "call of {}", "NUMBER": "number {
 _INTEGER = re.compile(r"\d+")
 _FIRST_WORD = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)")
 
+# The deepest nesting of brackets, blocks and arithmetic that a file may have. The syntax
+# tree is transformed and evaluated by recursion, a few Python frames per level, so this
+# keeps far below Python's default recursion limit of 1000.
+MAX_NESTING_DEPTH = 100
+
+# The most syntax errors that one parse reports; later ones are left for the next run.
+MAX_SYNTAX_ERRORS = 20
+
+# A string, or a comment to the end of the line: where a brace does not count.
+_STRING_OR_COMMENT = re.compile(r'"[^"\n]*"?|#.*')
+
 # The keywords that start a top-level item or a statement.
 KEYWORDS = ("network", "loss", "let", "block", "repeat")
 _KEYWORDS = {"NETWORK", "LOSS", "LET", "BLOCK", "REPEAT"}
@@ -97,28 +109,140 @@ def parse_file(path: str | os.PathLike) -> SpecFile:
     except IsADirectoryError:
         raise SpecError(f"spec path is a directory, not a file: {path}", hint="name a .lip file") from None
     except UnicodeDecodeError as error:
-        raise SpecError(
-            f"spec file is not valid UTF-8: {path} (byte {error.start})",
-            hint="save the file as UTF-8 text",
-        ) from None
+        raise _encoding_error(path, error) from None
     except OSError as error:
         raise SpecError(f"cannot read spec file {path}: {error.strerror}", hint="check the file's permissions") from None
     return parse_source(source, path)
+
+
+def _encoding_error(path: str, error: UnicodeDecodeError) -> SpecError:
+    """Locate the first byte that is not UTF-8, by line and column of the text before it."""
+    before = error.object[: error.start].decode("utf-8", errors="replace")
+    line = before.count("\n") + 1
+    column = len(before) - (before.rfind("\n") + 1) + 1
+    return SpecError(
+        f"the file is not valid UTF-8: byte 0x{error.object[error.start]:02x} cannot be decoded",
+        location=Location(path, line, column),
+        hint="save the file as UTF-8 text",
+    )
 
 
 def parse_source(source: str, path: str = "<string>") -> SpecFile:
     """Parse `.lip` source text; `path` is only used in error messages."""
     # Every statement ends with a newline, so a file may not end in the middle of one.
     text = source if source.endswith("\n") else source + "\n"
+    tree = _parse_reporting_each_line(text, source, path)
+    _check_nesting(tree, source, path)
     try:
-        tree = _parser().parse(text)
-    except lark.exceptions.UnexpectedInput as error:
-        raise _syntax_error(error, source, path) from None
-    return _SyntaxTreeBuilder(path, source).build(tree)
+        return _SyntaxTreeBuilder(path, source).build(tree)
+    except lark.exceptions.VisitError as error:
+        # Lark wraps what a transformer method raises; a SpecError is the user's mistake.
+        if isinstance(error.orig_exc, SpecError):
+            raise error.orig_exc from None
+        raise
+
+
+def _parse_reporting_each_line(text: str, source: str, path: str) -> lark.Tree:
+    """Parse `text`; on syntax errors, raise them all, up to MAX_SYNTAX_ERRORS, in one SpecErrors.
+
+    After an error inside a line, that line is blanked out and the text parsed again, so that a
+    later line's own error is reported too. Lines are independent except for braces, so the
+    search stops at an error in a line with a brace or in a block's header, at the start of a
+    line (which a missing brace above can cause) and at the end of the file, because blanking
+    such a line could produce follow-on errors.
+    """
+    errors: list[SpecError] = []
+    while True:
+        try:
+            tree = _parser().parse(text)
+        except lark.exceptions.UnexpectedInput as error:
+            errors.append(_syntax_error(error, source, path))
+            line = _recoverable_line(error, text)
+            if line is None or len(errors) >= MAX_SYNTAX_ERRORS:
+                break
+            # Spaces keep every later character at its offset, which error positions count in.
+            lines = text.split("\n")
+            lines[line - 1] = " " * len(lines[line - 1])
+            text = "\n".join(lines)
+            continue
+        if not errors:
+            return tree
+        break
+    raise (errors[0] if len(errors) == 1 else SpecErrors(errors))
+
+
+def _recoverable_line(error: lark.exceptions.UnexpectedInput, text: str) -> int | None:
+    """Return the line of `error` if blanking it cannot cause a follow-on error, else None."""
+    if isinstance(error, lark.exceptions.UnexpectedToken) and error.token.type == "$END":
+        return None
+    # Where only '{' may follow, the line opens a block, and blanking it would move its body.
+    if isinstance(error, lark.exceptions.UnexpectedToken) and "LBRACE" in error.expected and "_NL" not in error.expected:
+        return None
+    if not isinstance(error, (lark.exceptions.UnexpectedToken, lark.exceptions.UnexpectedCharacters)):
+        return None
+    line_text = text.split("\n")[error.line - 1]
+    code = _STRING_OR_COMMENT.sub("", line_text)
+    first_column = len(line_text) - len(line_text.lstrip(" \t")) + 1
+    if "{" in code or "}" in code or error.column <= first_column:
+        return None
+    return error.line
+
+
+def _check_nesting(tree: lark.Tree, source: str, path: str) -> None:
+    """Reject a syntax tree deeper than MAX_NESTING_DEPTH, walking it without recursion."""
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_NESTING_DEPTH:
+            line, column = node.meta.line, node.meta.column
+            raise SpecError(
+                f"brackets, blocks or arithmetic are nested more than {MAX_NESTING_DEPTH} levels deep here",
+                location=Location(path, line, column),
+                source_line=source.split("\n")[line - 1],
+                hint="split the expression with 'let' or flatten the nesting",
+            )
+        stack.extend((child, depth + 1) for child in node.children if isinstance(child, lark.Tree) and not child.meta.empty)
+
+
+# The terminals that can start a value, which messages call "a value" as a whole.
+_VALUE_STARTS = frozenset({"LPAR", "LSQB", "FUNCTION", "NAME", "NUMBER", "STRING"})
+
+# The order in which expected terminals are listed: words before punctuation. The entries
+# that start with "@" stand for groups of terminals that _describe names as one thing.
+_TERMINAL_ORDER = (
+    "@VALUE", "@LAYER", "@SETTING", "NETWORK", "LOSS", "LET", "BLOCK", "@SECTION", "REPEAT",
+    "NAME", "FUNCTION", "NUMBER", "STRING", "EQUAL", "LPAR", "RPAR", "LSQB", "RSQB", "LBRACE",
+    "RBRACE", "COMMA", "PLUS", "MINUS", "STAR", "SLASH", "_NL", "$END",
+)
+_GROUP_WORDS = {
+    "@VALUE": "a value",
+    "@LAYER": "a layer",
+    "@SETTING": "a setting",
+    "@SECTION": "a settings section such as 'train'",
+}
 
 
 def _describe(terminals) -> str:
-    words = sorted({TERMINAL_WORDS.get(name, name.lower()) for name in terminals})
+    """List the expected terminals in words, naming what a name stands for at this point."""
+    expected = set(terminals)
+    if _VALUE_STARTS <= expected:
+        # A minus sign starts a value, unless it may also subtract here, as '+' does.
+        sign = {"MINUS"} if "PLUS" not in expected else set()
+        expected = (expected - _VALUE_STARTS - sign) | {"@VALUE"}
+    if "NETWORK" in expected:
+        # At the top of the file a name starts a settings section, and blank lines are allowed.
+        expected = (expected - {"NAME", "_NL"}) | {"@SECTION"}
+    elif {"REPEAT", "NAME"} <= expected:
+        # A statement of a network, a block or a residual body.
+        expected = (expected - {"NAME"}) | {"@LAYER"}
+    elif expected == {"NAME", "RBRACE"}:
+        # Only the body of a settings section expects exactly these.
+        expected = {"@SETTING", "RBRACE"}
+    if {"FUNCTION", "NAME"} <= expected:
+        expected.discard("FUNCTION")
+
+    ordered = sorted(expected, key=lambda name: _TERMINAL_ORDER.index(name) if name in _TERMINAL_ORDER else len(_TERMINAL_ORDER))
+    words = [_GROUP_WORDS.get(name) or TERMINAL_WORDS.get(name, name.lower()) for name in ordered]
     if len(words) <= 1:
         return "".join(words)
     return ", ".join(words[:-1]) + " or " + words[-1]
@@ -135,8 +259,12 @@ def _syntax_error(error: lark.exceptions.UnexpectedInput, source: str, path: str
     if isinstance(error, lark.exceptions.UnexpectedCharacters):
         line, column = error.line, error.column
         character = source[error.pos_in_stream] if error.pos_in_stream < len(source) else ""
-        message = f"unexpected character {character!r}"
-        hint = "names start with a letter or '_', numbers are written like 64, 0.5 or 1e-5, strings use double quotes"
+        if character == '"':
+            message = "unterminated string"
+            hint = "close the string with '\"' on the same line: a string cannot span lines"
+        else:
+            message = f"unexpected character {character!r}"
+            hint = "names start with a letter or '_', numbers are written like 64, 0.5 or 1e-5, strings use double quotes"
     elif isinstance(error, lark.exceptions.UnexpectedToken) and error.token.type != "$END":
         token = error.token
         line, column = token.line, token.column
@@ -165,23 +293,45 @@ def _syntax_error(error: lark.exceptions.UnexpectedInput, source: str, path: str
 def _hint_for(found: str, expected: set[str]) -> str:
     if found in _KEYWORDS - {"REPEAT"} and "RBRACE" in expected:
         return "close the block above with '}' on its own line before this section"
+    if found == "RBRACE" and "NETWORK" in expected:
+        return "this '}' closes no block: remove it"
+    if found in {"NAME", "FUNCTION", "NUMBER", "STRING", "LBRACE", "LPAR", "LSQB", "MINUS"} and "NETWORK" in expected:
+        return "a file holds 'network NAME { ... }', 'loss NAME ...', 'let NAME = VALUE', 'block NAME(...) { ... }' and settings sections such as 'train { ... }'"
     if found == "_NL" and "LBRACE" in expected:
         return "open the block on the same line, as in 'network NAME {'"
-    if found == "_NL" and "EQUAL" in expected:
+    if (found == "_NL" and "EQUAL" in expected) or expected == {"EQUAL"}:
         return "settings are written 'name = value', one per line"
+    if found == "_NL" and expected & {"RPAR", "RSQB"}:
+        return "close each '(' and '[' on the line where it opens"
+    if found == "EQUAL" and expected <= _VALUE_STARTS | {"MINUS"}:
+        return "write one '=' between the name and the value, as in epochs = 10"
+    if found == "_NL" and _VALUE_STARTS <= expected:
+        return "the line ends where a value is needed, as in 'epochs = 10' or 'width=64'"
     if found == "LBRACE" and "NAME" in expected:
         return "a network needs a name, as in 'network digits_mlp {'"
+    if found == "LPAR" and expected <= {"NAME", "FUNCTION"}:
+        return "a block needs a name, as in 'block stage(channels) {'"
     if found == "MINUS" and "_NL" in expected:
         return "a positional argument cannot start with '-': write it in parentheses, as in (-1)"
+    if found in {"RPAR", "RSQB"} and not expected & {"RPAR", "RSQB"}:
+        return f"this {TERMINAL_WORDS[found]} closes no {TERMINAL_WORDS['LPAR' if found == 'RPAR' else 'LSQB']}: remove it"
     if found in {"PLUS", "STAR", "SLASH", "RPAR", "COMMA"} and expected & {"NUMBER", "NAME"}:
         return "an operator needs a value on each side, as in width * 2"
+    if found != "_NL" and {"REPEAT", "NAME"} <= expected:
+        return "each line of a network or block starts with a layer, as in 'dense 64', or with 'repeat' or 'let'"
+    if found != "_NL" and expected == {"NAME", "RBRACE"}:
+        return "each line of a settings section is 'name = value', as in 'epochs = 10'"
+    if found in {"NUMBER", "STRING", "LSQB"} and expected == {"NAME", "RPAR"}:
+        return "write the arguments of a call as name=value, as in adam(lr=0.01)"
     if "_NL" in expected and found in {"NAME", "NUMBER", "STRING", "RBRACE", "FUNCTION", "LBRACE"}:
         return "put each layer and each setting on its own line, and '}' on a line of its own"
-    if found in {"NAME", "FUNCTION"} and expected & {"NETWORK", "LOSS", "LET", "BLOCK"}:
-        return "a file holds 'network NAME { ... }', 'loss NAME ...', 'let NAME = VALUE', 'block NAME(...) { ... }' and settings sections such as 'train { ... }'"
     if found == "EQUAL":
         return "write keyword arguments as name=value after the layer name"
     return "see the example networks in specs/ for the syntax"
+
+
+def _shorten(text: str, length: int = 20) -> str:
+    return text if len(text) <= length else text[:length] + "..."
 
 
 class _SyntaxTreeBuilder(Transformer):
@@ -208,6 +358,15 @@ class _SyntaxTreeBuilder(Transformer):
     def number(self, children):
         (token,) = children
         text = str(token)
+        # A literal past the float range would become inf, and int() rejects more than 4300
+        # digits by default. So a number above float's maximum (about 1.8e308) is rejected first.
+        if not math.isfinite(float(text)):
+            raise SpecError(
+                f"the number {_shorten(text)} is too large",
+                location=self._at(token),
+                source_line=self.source.split("\n")[token.line - 1],
+                hint="numbers must lie within about ±1.8e308",
+            )
         value = int(text) if _INTEGER.fullmatch(text) else float(text)
         return Number(value, self._at(token), text)
 

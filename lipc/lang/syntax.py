@@ -203,5 +203,7 @@ class SpecFile:
         return tuple(section for section in self.sections if section.name == name)
 
     def source_line(self, line: int) -> str:
-        lines = self.source.splitlines()
+        # Split at "\n" alone, as the parser counts lines: str.splitlines also splits at
+        # characters such as "\f" or "\u2028", which a comment may contain.
+        lines = self.source.split("\n")
         return lines[line - 1] if 0 < line <= len(lines) else ""
