@@ -139,7 +139,7 @@ EXPANSION_ERRORS = [
     ("block u(w) {\n    dense w\n}\nnetwork n {\n    u\n}\n", "the block 'u' needs the argument 'w'", 5, 5),
     ("block u(w) {\n    dense w\n}\nnetwork n {\n    u wdith=3\n}\n", "unknown parameter 'wdith' for block 'u'", 5, 7),
     ("block u(w) {\n    dense w\n}\nnetwork n {\n    u 1 2\n}\n", "too many arguments for block 'u'", 5, 9),
-    ("block u {\n    u\n}\nnetwork n {\n    u\n}\n", "blocks are nested more than 32 deep here", 2, 5),
+    ("block u {\n    u\n}\nnetwork n {\n    u\n}\n", "the block 'u' uses itself (u -> u)", 2, 5),
     ("block dense(w) {\n    groupsort 2\n}\nnetwork n {\n    dense 2\n}\n", "the block 'dense' has the name of a layer", 1, 1),
     ("let true = 1\nnetwork n {\n    dense 2\n}\n", "'true' is a reserved word and cannot be defined", 1, 1),
     ("network n {\n    repeat 100000 {\n        dense 2\n    }\n}\n", f"the count of repeat must be at most {MAX_LAYERS}, not 100000", 2, 12),

@@ -135,3 +135,38 @@ def test_section_inside_unclosed_network():
     assert (caught.value.location.line, caught.value.location.column) == (4, 1)
     assert caught.value.message == "unexpected 'loss'; expected a layer, 'let', 'repeat' or '}'"
     assert caught.value.hint == "close the block above with '}' on its own line before this section"
+
+
+def test_parser_cache_in_private_folder(tmp_path, monkeypatch):
+    from lipc.lang.parser import _parser_cache_path
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    path = _parser_cache_path("grammar text")
+    assert Path(path).parent == tmp_path / "lipc"
+    assert (tmp_path / "lipc").stat().st_mode & 0o777 == 0o700
+
+
+def test_parser_cache_skipped_in_shared_folder(tmp_path, monkeypatch):
+    from lipc.lang.parser import _parser_cache_path
+
+    (tmp_path / "lipc").mkdir(mode=0o777)
+    (tmp_path / "lipc").chmod(0o777)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert _parser_cache_path("grammar text") is None
+
+
+def test_corrupt_parser_cache_rebuilt(tmp_path, monkeypatch):
+    import os
+    import subprocess
+    import sys
+
+    from lipc.lang.parser import _grammar_text, _parser_cache_path
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    cache = Path(_parser_cache_path(_grammar_text()))
+    cache.write_bytes(b"not a parser")
+
+    code = "from lipc.lang import parse_source; print(parse_source('loss hinge').losses[0].kind)"
+    result = subprocess.run([sys.executable, "-c", code], env=dict(os.environ), capture_output=True, text=True, timeout=120)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "hinge\n", "")
+    assert cache.read_bytes() != b"not a parser"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 import os
 import re
@@ -92,10 +93,32 @@ def _grammar_text() -> str:
         return (Path(__file__).resolve().parents[2] / "grammar" / "lipc.lark").read_text(encoding="utf-8")
 
 
+def _parser_cache_path(grammar: str) -> str | None:
+    """A file in the user's cache folder for Lark's parse tables, or None when there is no safe one.
+
+    Lark stores the tables with pickle, so the folder must belong to the user and be closed to
+    others: then the file is as trusted as the user's own installed packages.
+    """
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    folder = os.path.join(root, "lipc")
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        status = os.stat(folder)
+    except OSError:
+        return None
+    if status.st_uid != os.getuid() or status.st_mode & 0o022 or not os.access(folder, os.W_OK):
+        return None
+    digest = hashlib.sha256(grammar.encode("utf-8")).hexdigest()[:16]
+    return os.path.join(folder, f"grammar-{lark.__version__}-{digest}.lark")
+
+
 @functools.lru_cache(maxsize=1)
 def _parser() -> Lark:
+    # Building the LALR tables takes tens of milliseconds; the cache makes later processes
+    # start in a few. Lark checks the grammar and options stored in the file, rebuilds the
+    # tables when they differ or the file cannot be read, and carries on if it cannot write.
     grammar = _grammar_text()
-    return Lark(grammar, parser="lalr", lexer="basic", propagate_positions=True)
+    return Lark(grammar, parser="lalr", lexer="basic", propagate_positions=True, cache=_parser_cache_path(grammar) or False)
 
 
 def parse_file(path: str | os.PathLike) -> SpecFile:
