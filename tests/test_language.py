@@ -259,3 +259,8 @@ def test_command_line_overrides_sections():
     overridden = _config_with_overrides(config, args)
     assert (overridden.epochs, overridden.noise, overridden.optimizer.learning_rate) == (1, "per_tensor", 0.5)
     assert (overridden.seed, overridden.epsilon) == (3, 2)
+
+
+def test_block_default_sees_earlier_parameters():
+    source = "block unit(w, inner=w * 2) {\n    dense inner\n    dense w\n}\nnetwork n {\n    unit 3\n    unit 3 inner=1\n}\n"
+    assert layers_of(source) == ["dense 6", "dense 3", "dense 1", "dense 3"]

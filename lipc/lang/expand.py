@@ -262,16 +262,18 @@ class _Expander:
                 self.fail(argument.location, f"the parameter '{name}' of block '{block.name}' is given twice", "remove one of them", used_at)
             values[name] = argument.value
 
-        # Defaults are evaluated where the block is defined, so they see the file's values only.
+        # Defaults are evaluated where the block is defined: they see the file's values and the
+        # parameters declared before them, as in `block unit(width, inner=width * 2)`.
         file_scope = scope
         while file_scope.parent is not None:
             file_scope = file_scope.parent
+        earlier = _Scope(parent=file_scope)
         for parameter in block.parameters:
-            if parameter.name in values:
-                continue
-            if parameter.default is None:
-                self.fail(use.location, f"the block '{block.name}' needs the argument '{parameter.name}'", f"write {block.name} {parameter.name}=VALUE", used_at)
-            values[parameter.name] = self.evaluate(parameter.default, file_scope, used_at)
+            if parameter.name not in values:
+                if parameter.default is None:
+                    self.fail(use.location, f"the block '{block.name}' needs the argument '{parameter.name}'", f"write {block.name} {parameter.name}=VALUE", used_at)
+                values[parameter.name] = self.evaluate(parameter.default, earlier, used_at)
+            earlier.values[parameter.name] = values[parameter.name]
 
         body_scope = _Scope(values, parent=file_scope)
         self.used_names.update(values)
