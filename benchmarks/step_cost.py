@@ -19,7 +19,8 @@ Run from the repository root, with the benchmark extra installed (pip install '.
 
 It writes step_cost.md (tables with the machine, the versions and the command), step_cost.png
 and step_cost.json (the raw results), and prints the ratios of medians that the targets are
-stated in. A run limited to some architectures keeps the stored results of the others.
+stated in. A run limited to some architectures, batch sizes or configurations keeps the stored results
+of the others, and the page lists the command of each run.
 """
 
 from __future__ import annotations
@@ -290,7 +291,7 @@ def run_worker(architecture: str, batch_size: int, configuration: str, device_na
 def _machine() -> str:
     processor = platform.processor() or platform.machine()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({processor}), {torch.get_num_threads()} torch threads, {gpu}"
+    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({processor}), {gpu}"
 
 
 def _versions() -> str:
@@ -312,7 +313,12 @@ def _run_configuration(architecture: str, batch: int, configuration: str, args) 
         sys.executable, __file__, "--device", args.device, "--warmup", str(args.warmup), "--min-steps", str(args.min_steps),
         "--max-steps", str(args.max_steps), "--time-budget", str(args.time_budget), "--worker", architecture, str(batch), configuration,
     ]
-    completed = subprocess.run(worker, capture_output=True, text=True)
+    environment = dict(os.environ)
+    if args.threads:
+        worker += ["--threads", str(args.threads)]
+        # BLAS libraries outside torch (scipy's, for ARPACK) read these at start.
+        environment.update({name: str(args.threads) for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")})
+    completed = subprocess.run(worker, capture_output=True, text=True, env=environment)
     if completed.returncode != 0:
         last_line = (completed.stderr.strip().splitlines() or [f"exit code {completed.returncode}, no output"])[-1]
         return None, f"failed: {last_line}"
@@ -324,7 +330,7 @@ def _key(architecture: str, batch: int, configuration: str) -> str:
 
 
 def _load_stored(path: Path, args) -> tuple[dict, list[dict]]:
-    """Results and runs stored by earlier runs on the same device, to keep the architectures this run skips."""
+    """Results and runs stored by earlier runs on the same device, less the cells this run measures again."""
     if not path.is_file():
         return {}, []
     try:
@@ -334,9 +340,9 @@ def _load_stored(path: Path, args) -> tuple[dict, list[dict]]:
         return {}, []
     if stored.get("device") != args.device:
         return {}, []
-    results = {key: value for key, value in stored.get("results", {}).items() if key.split("/")[0] not in args.architectures}
-    runs = [run for run in stored.get("runs", []) if set(run["architectures"]) - set(args.architectures)]
-    return results, runs
+    remeasured = {_key(a, b, c) for a in args.architectures for b in args.batch_sizes for c in args.configurations}
+    results = {key: value for key, value in stored.get("results", {}).items() if key not in remeasured}
+    return results, stored.get("runs", [])
 
 
 def _write_atomically(path: Path, content: str | bytes) -> None:
@@ -355,6 +361,7 @@ def main() -> None:
     parser.add_argument("--min-steps", type=int, default=3, help="timed steps always taken; the median is reported")
     parser.add_argument("--max-steps", type=int, default=20, help="most timed steps")
     parser.add_argument("--time-budget", type=float, default=10.0, help="seconds of timed steps after which no step beyond --min-steps starts")
+    parser.add_argument("--threads", type=int, help="CPU threads of each worker (torch, OpenMP and BLAS); default: torch's own choice")
     parser.add_argument("--no-skip", action="store_true", help="also run the configurations left out by default")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--worker", nargs=3, metavar=("ARCHITECTURE", "BATCH", "CONFIGURATION"), help=argparse.SUPPRESS)
@@ -362,6 +369,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     if args.worker:
+        if args.threads:
+            torch.set_num_threads(args.threads)
         architecture, batch, configuration = args.worker
         timing = {"warmup": args.warmup, "min_steps": args.min_steps, "max_steps": args.max_steps, "time_budget": args.time_budget}
         print(json.dumps(asdict(run_worker(architecture, int(batch), configuration, args.device, timing))))
@@ -395,6 +404,7 @@ def main() -> None:
     runs.append({
         "command": command,
         "architectures": args.architectures,
+        "batch_sizes": args.batch_sizes,
         "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "wall_seconds": time.perf_counter() - started,
     })
@@ -402,7 +412,7 @@ def main() -> None:
         "device": args.device,
         "machine": _machine(),
         "versions": _versions(),
-        "settings": {"warmup": args.warmup, "min_steps": args.min_steps, "max_steps": args.max_steps, "time_budget": args.time_budget},
+        "settings": {"threads": args.threads or torch.get_num_threads(), "warmup": args.warmup, "min_steps": args.min_steps, "max_steps": args.max_steps, "time_budget": args.time_budget},
         "runs": runs,
         "results": results,
     }
@@ -493,7 +503,7 @@ def markdown_page(run: dict, architectures: list[str], batch_sizes: list[int]) -
         f"- versions: {run['versions']}",
         *(f"- command: `{entry['command']}` (finished {entry['finished']}, {entry['wall_seconds'] / 60:.0f} min)" for entry in run["runs"]),
         f"- device: {run['device']}; the same script runs on a GPU with `--device cuda`, which was not run here",
-        f"- each configuration runs in its own process: {settings['warmup']} warm-up step, then {settings['min_steps']} or more timed steps, "
+        f"- each configuration runs in its own process with {settings['threads']} CPU threads: {settings['warmup']} warm-up step, then {settings['min_steps']} or more timed steps, "
         f"more while under {settings['time_budget']:g} s, at most {settings['max_steps']}; the median is reported",
         "- memory: peak resident memory above the process's baseline after setup, data set and model included in the baseline "
         "(CPU), or peak allocated GPU memory above the baseline (GPU)",

@@ -58,14 +58,16 @@ ROUNDING_SAFETY_FACTOR = 4.0
 # The Cholesky certificate is tried at λ̂·(1 + gap), λ̂ the estimate of the largest eigenvalue;
 # the gap grows by GAP_GROWTH after each failed attempt. After the last attempt the ∞-norm
 # of the Gram matrix, a looser certified bound, is used instead.
-CANDIDATE_RELATIVE_GAP = 1e-6
+CANDIDATE_RELATIVE_GAP = 2e-6
 GAP_GROWTH = 100.0
 CERTIFICATE_ATTEMPTS = 3
 # The estimate of a Gram matrix up to this size is a direct float64 eigenvalue solve. Larger
 # ones on the CPU get ARPACK's Lanczos iteration, warm-started from the previous eigenvector.
 DIRECT_ESTIMATE_MAX_SIZE = 128
-LANCZOS_BASIS_SIZE = 20
-LANCZOS_TOLERANCE = 1e-9
+# A loose tolerance suffices: the Ritz value is within about 3e-7 of λ_max at 1e-4 on the
+# Gram matrices of a noisy training run, and the candidate gap absorbs that.
+LANCZOS_BASIS_SIZE = 12
+LANCZOS_TOLERANCE = 1e-4
 
 
 def _gamma(n: int) -> float:
