@@ -499,11 +499,13 @@ def markdown_page(run: dict, architectures: list[str], batch_sizes: list[int]) -
     lines = [
         "# Step cost: lipc against non-private training and Opacus",
         "",
+        "How to read these numbers, and why some targets miss: [README.md](README.md).",
+        "",
         f"- machine: {run['machine']}",
         f"- versions: {run['versions']}",
         *(f"- command: `{entry['command']}` (finished {entry['finished']}, {entry['wall_seconds'] / 60:.0f} min)" for entry in run["runs"]),
         f"- device: {run['device']}; the same script runs on a GPU with `--device cuda`, which was not run here",
-        f"- each configuration runs in its own process with {settings['threads']} CPU threads: {settings['warmup']} warm-up step, then {settings['min_steps']} or more timed steps, "
+        f"- each configuration runs in its own process (CPU threads: {settings['threads']}): {settings['warmup']} warm-up step, then {settings['min_steps']} or more timed steps, "
         f"more while under {settings['time_budget']:g} s, at most {settings['max_steps']}; the median is reported",
         "- memory: peak resident memory above the process's baseline after setup, data set and model included in the baseline "
         "(CPU), or peak allocated GPU memory above the baseline (GPU)",

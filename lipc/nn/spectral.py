@@ -88,6 +88,7 @@ def certify_gram_eigenvalue(gram: torch.Tensor, inner_dimension: int, candidate:
     """Certified upper bound on λ_max(W Wᵀ) just above `candidate`, or None when the certificate fails.
 
     `gram` is Ĝ = fl(W Wᵀ), computed in float64 from dot products of length k = `inner_dimension`.
+    The factorisation reads only its lower triangle, so Ĝ below means that symmetric matrix.
     The certificate is a Cholesky factorisation of A = fl(t·I − Ĝ) at t = `candidate`. When it
     completes, the standard backward error bound of Cholesky factorisation gives
     R̂ᵀR̂ = A + E with |E| ≤ γ_{n+1}·|R̂ᵀ|·|R̂|, so λ_min(A) ≥ −γ_{n+1}·tr(A)/(1 − γ_{n+1}).
@@ -114,9 +115,14 @@ def certify_gram_eigenvalue(gram: torch.Tensor, inner_dimension: int, candidate:
 
 
 def _infinity_norm_bound(gram: torch.Tensor, inner_dimension: int) -> float:
-    """λ_max(W Wᵀ) ≤ ‖Ĝ‖_∞ + ‖Ĝ − W Wᵀ‖₂: any induced norm bounds the spectral radius."""
+    """λ_max(W Wᵀ) ≤ ‖S‖_∞ + ‖S − W Wᵀ‖₂, S = (Ĝ + Ĝᵀ)/2: any induced norm bounds the spectral radius.
+
+    A product Ĝ may be slightly asymmetric; ‖S‖_∞ is at most the larger of the maximum row
+    and column sums of |Ĝ|, and every entry of S is within the rounding bound of W Wᵀ.
+    """
     size = gram.shape[0]
-    row_sums = float(gram.abs().sum(dim=1).max()) * (1.0 + _gamma(size))
+    magnitudes = gram.abs()
+    row_sums = max(float(magnitudes.sum(dim=0).max()), float(magnitudes.sum(dim=1).max())) * (1.0 + _gamma(size))
     gamma_inner = _gamma(inner_dimension)
     trace = float(gram.diagonal().sum()) * (1.0 + _gamma(size))
     return (row_sums + ROUNDING_SAFETY_FACTOR * gamma_inner * trace / (1.0 - gamma_inner)) * (1.0 + FLOAT64_SLACK)
