@@ -505,7 +505,8 @@ def markdown_page(run: dict, architectures: list[str], batch_sizes: list[int]) -
         f"- versions: {run['versions']}",
         *(f"- command: `{entry['command']}` (finished {entry['finished']}, {entry['wall_seconds'] / 60:.0f} min)" for entry in run["runs"]),
         f"- device: {run['device']}; the same script runs on a GPU with `--device cuda`, which was not run here",
-        f"- each configuration runs in its own process (CPU threads: {settings['threads']}): {settings['warmup']} warm-up step, then {settings['min_steps']} or more timed steps, "
+        f"- each configuration runs in its own process (the last command's settings; each command above shows its own): "
+        f"CPU threads {settings['threads']}, warm-up steps {settings['warmup']}, then at least {settings['min_steps']} timed steps, "
         f"more while under {settings['time_budget']:g} s, at most {settings['max_steps']}; the median is reported",
         "- memory: peak resident memory above the process's baseline after setup, data set and model included in the baseline "
         "(CPU), or peak allocated GPU memory above the baseline (GPU)",
