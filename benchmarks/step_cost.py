@@ -421,7 +421,7 @@ def main() -> None:
     batch_sizes = sorted({int(key.split("/")[1]) for key in results})
     page = markdown_page(run, architectures, batch_sizes)
     _write_atomically(args.out / "step_cost.md", page)
-    plot(results, architectures, batch_sizes, args.out / "step_cost.png")
+    plot(results, architectures, batch_sizes, args.out / "step_cost.png", f"{run['machine']}; {run['versions']}; commands in step_cost.md")
     print(ratio_table(results, architectures, batch_sizes))
 
 
@@ -531,8 +531,8 @@ def markdown_page(run: dict, architectures: list[str], batch_sizes: list[int]) -
     return "\n".join(lines)
 
 
-def plot(results: dict, architectures: list[str], batch_sizes: list[int], path: Path) -> None:
-    """Time per step and peak memory against the batch size, one column per architecture."""
+def plot(results: dict, architectures: list[str], batch_sizes: list[int], path: Path, caption: str) -> None:
+    """Time per step and peak memory against the batch size, one column per architecture, captioned with the machine."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -552,6 +552,7 @@ def plot(results: dict, architectures: list[str], batch_sizes: list[int], path: 
             axis.set_ylabel(label)
             axis.set_title(architecture)
             axis.legend(fontsize="small")
+    figure.suptitle(caption, fontsize="small")
     figure.tight_layout()
     with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".png", delete=False) as file:
         figure.savefig(file, dpi=100)
