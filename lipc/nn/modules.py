@@ -14,14 +14,16 @@ from torch import nn
 from torch.nn import functional as F
 
 from lipc.check.layers import L2_POOL_EPSILON
-from lipc.nn.spectral import spectral_norm_eigh
+from lipc.nn.spectral import WarmStartedSpectralBound, spectral_norm_eigh
 
 # Projection targets this fraction below the budget: a matrix divided by its spectral norm
 # can land a rounding error above 1 in float32, never 1e-5 above it.
 PROJECTION_MARGIN = 1e-5
-# NOTE: the float64 eigenvalue solves and FFTs that certify operator norms are taken as exact.
-# Their rounding error, about 1e-13 relative at these sizes, is assumed to stay below
-# PROJECTION_MARGIN; no explicit error bound for LAPACK's results is computed.
+# NOTE: the float64 eigenvalue solves and FFTs behind the operator norms of convolutions, and
+# behind `certified_lipschitz()` of dense layers, are taken as exact. Their rounding error,
+# about 1e-13 relative at these sizes, is assumed to stay below PROJECTION_MARGIN; no explicit
+# error bound for LAPACK's results is computed. The projection of a dense layer uses a Cholesky
+# certificate whose bound includes its rounding error (`certify_gram_eigenvalue`).
 
 
 # Björck iterations run before the certified normalisation of a `bjorck` layer. They only
@@ -159,6 +161,9 @@ class SpectralDense(nn.Module):
         self.bias_norm = bias_norm
         self.constraint = constraint
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias_norm is not None else None
+        # Certifies ‖W‖₂ in each projection with a Cholesky factorisation, which includes
+        # its own rounding error, warm-started from the previous projection.
+        self._projection_bound = WarmStartedSpectralBound()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight, self.bias)
@@ -167,7 +172,7 @@ class SpectralDense(nn.Module):
     def project_(self) -> None:
         if self.constraint == "bjorck":
             self.weight.copy_(bjorck_orthogonalize(self.weight))
-        _normalise_(self.weight, spectral_norm_upper_bound(self.weight), frobenius_norm(self.weight))
+        _normalise_(self.weight, self._projection_bound(self.weight), frobenius_norm(self.weight))
         if self.bias is not None:
             _project_bias_(self.bias, self.bias_norm)
 
