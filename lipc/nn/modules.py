@@ -180,7 +180,7 @@ class SpectralDense(nn.Module):
         return spectral_norm_upper_bound(self.weight)
 
     def bound_method(self) -> str:
-        return f"{self.constraint}: exact singular values (SVD in float64)"
+        return f"{self.constraint}: Cholesky certificate on the float64 Gram matrix in each projection; eigenvalue solve of the Gram matrix for the certified constant"
 
     def extra_repr(self) -> str:
         bias = f", bias_norm={self.bias_norm:g}" if self.bias is not None else ""
