@@ -188,7 +188,7 @@ def test_crlf_line_endings():
 def test_syntax_error_located():
     with pytest.raises(SpecError) as caught:
         _formatted("network n {\n    dense 4 {\n}\n")
-    assert caught.value.format().splitlines()[0] == "t.lip:4:1: error: unexpected end of file; expected 'let', 'repeat', '}' or a name"
+    assert caught.value.format().splitlines()[0] == "t.lip:4:1: error: unexpected end of file; expected a layer, 'let', 'repeat' or '}'"
 
 
 def test_self_check_rejects_changed_meaning(monkeypatch):
@@ -558,7 +558,7 @@ def test_syntax_error_file_untouched(tmp_path, messy_file, capsys):
     assert broken.read_text(encoding="utf-8") == BROKEN
     assert messy_file.read_text(encoding="utf-8") == CANONICAL
     assert capsys.readouterr().err == (
-        f"{broken}:4:1: error: unexpected end of file; expected 'let', 'repeat', '}}' or a name\n"
+        f"{broken}:4:1: error: unexpected end of file; expected a layer, 'let', 'repeat' or '}}'\n"
         "    \n    ^\nhint: close every block with '}' on its own line\n"
         f"reformatted {messy_file}\n"
     )
