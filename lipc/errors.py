@@ -113,8 +113,15 @@ class SpecErrors(SpecError):
 
     def __init__(self, errors: Iterable[SpecError]) -> None:
         flat: list[SpecError] = []
+        seen = set()
         for error in errors:
-            flat.extend(error.errors if isinstance(error, SpecErrors) else [error])
+            for single in error.errors if isinstance(error, SpecErrors) else [error]:
+                # A mistake inside a block used several times, or a repeat body, is reported once,
+                # with the notes of its first use.
+                key = (single.location, single.message)
+                if key not in seen:
+                    seen.add(key)
+                    flat.append(single)
         flat.sort(key=lambda e: (e.location.line, e.location.column) if e.location else (0, 0))
         first = flat[0]
         super().__init__(first.message, location=first.location, source_line=first.source_line, hint=first.hint)

@@ -264,3 +264,10 @@ def test_command_line_overrides_sections():
 def test_block_default_sees_earlier_parameters():
     source = "block unit(w, inner=w * 2) {\n    dense inner\n    dense w\n}\nnetwork n {\n    unit 3\n    unit 3 inner=1\n}\n"
     assert layers_of(source) == ["dense 6", "dense 3", "dense 1", "dense 3"]
+
+
+def test_error_in_reused_block_reported_once():
+    source = "block unit(w) {\n    dense w\n    group_sort 2\n}\nnetwork n {\n    input shape=[4] clip_norm=1\n    unit 4\n    unit 4\n}\nloss hinge\n"
+    error = error_of(source)
+    assert [(e.location.line, e.message) for e in getattr(error, "errors", (error,))] == [(3, "unknown layer 'group_sort'")]
+    assert error.notes == ["net.lip:7:5: note: in the block used here: unit 4"]
