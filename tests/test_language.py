@@ -115,7 +115,8 @@ def test_block_default_sees_file_values():
 
 def test_cifar_example_uses_blocks_and_repeat():
     text = (SPECS / "cifar_resnet.lip").read_text()
-    assert "block " in text and "repeat " in text
+    assert "block " in text
+    assert "repeat " in text
     compiled = lipc.compile(SPECS / "cifar_resnet.lip")
     kinds = [bound.layer.kind for bound in compiled.checked.layers]
     assert kinds.count("residual") == 2

@@ -73,7 +73,7 @@ _FIRST_WORD = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)")
 # keeps far below Python's default recursion limit of 1000.
 MAX_NESTING_DEPTH = 100
 
-# The most syntax errors that one parse reports; later ones are left for the next run.
+# The maximum number of syntax errors that one parse reports. Later ones show up in the next run.
 MAX_SYNTAX_ERRORS = 20
 
 # A string, or a comment to the end of the line: where a brace does not count.
@@ -94,10 +94,10 @@ def _grammar_text() -> str:
 
 
 def _parser_cache_path(grammar: str) -> str | None:
-    """A file in the user's cache folder for Lark's parse tables, or None when there is no safe one.
+    """Return a file in the user's cache folder for Lark's parse tables, or None when no folder is safe.
 
     Lark stores the tables with pickle, so the folder must belong to the user and be closed to
-    others: then the file is as trusted as the user's own installed packages.
+    others. Then the file is as trusted as the user's own installed packages.
     """
     root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     folder = os.path.join(root, "lipc")
@@ -169,10 +169,10 @@ def _parse_reporting_each_line(text: str, source: str, path: str) -> lark.Tree:
     """Parse `text`; on syntax errors, raise them all, up to MAX_SYNTAX_ERRORS, in one SpecErrors.
 
     After an error inside a line, that line is blanked out and the text parsed again, so that a
-    later line's own error is reported too. Lines are independent except for braces, so the
-    search stops at an error in a line with a brace or in a block's header, at the start of a
-    line (which a missing brace above can cause) and at the end of the file, because blanking
-    such a line could produce follow-on errors.
+    later line's own error is reported too. Lines are independent except for braces. So the
+    search stops at an error in a line with a brace, in a block's header, at the start of a
+    line (which a missing brace above can cause) or at the end of the file. Blanking such a
+    line could produce follow-on errors.
     """
     errors: list[SpecError] = []
     while True:
