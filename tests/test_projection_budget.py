@@ -55,6 +55,16 @@ def test_warm_bound_follows_changes():
         assert value <= exact * (1 + TIGHTNESS)
 
 
+@pytest.mark.parametrize("shape", [(40, 60), (60, 40)])
+def test_gram_matrix_is_symmetric_product_of_smaller_side(shape):
+    matrix = torch.randn(shape, generator=torch.Generator().manual_seed(5))
+    gram, inner = gram_matrix(matrix)
+    weight = matrix.double() if shape[0] <= shape[1] else matrix.double().T
+    assert inner == max(shape)
+    assert torch.equal(gram, gram.T)
+    torch.testing.assert_close(gram, weight @ weight.T, rtol=1e-12, atol=1e-12)
+
+
 def test_certificate_fails_below_largest_eigenvalue():
     generator = torch.Generator().manual_seed(2)
     gram, inner = gram_matrix(torch.randn(40, 60, generator=generator))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import scipy.linalg.lapack
 import scipy.sparse.linalg
 import torch
 
@@ -81,14 +82,33 @@ def gram_matrix(matrix: torch.Tensor) -> tuple[torch.Tensor, int]:
     weight = matrix.detach().to(torch.float64).flatten(1)
     if weight.shape[0] > weight.shape[1]:
         weight = weight.T
-    return weight @ weight.T, weight.shape[1]
+    if weight.device.type != "cpu":
+        return weight @ weight.T, weight.shape[1]
+    # NumPy computes A·Aᵀ with BLAS's symmetric rank-k update (syrk): half the work of a
+    # general product, and an exactly symmetric result. Each entry is still one dot product of
+    # length k, so the rounding bound of `certify_gram_eigenvalue` holds for it.
+    rows = weight.contiguous().numpy()
+    return torch.from_numpy(rows @ rows.T), weight.shape[1]
+
+
+def _cholesky_completes(matrix: torch.Tensor) -> bool:
+    """Whether a Cholesky factorisation of the symmetric `matrix` (one of its triangles) completes."""
+    if matrix.device.type != "cpu":
+        return int(torch.linalg.cholesky_ex(matrix)[1]) == 0
+    # LAPACK's potrf through SciPy, in place: a little faster on the CPU than torch's wrapper.
+    # LAPACK reads column-major arrays: the transposed view of a row-major matrix is one, with
+    # no copy, and its lower triangle is the matrix's upper one. A Gram matrix from
+    # `gram_matrix` is exactly symmetric on the CPU, so both triangles hold the same values.
+    _, info = scipy.linalg.lapack.dpotrf(matrix.numpy().T, lower=1, clean=0, overwrite_a=1)
+    return info == 0
 
 
 def certify_gram_eigenvalue(gram: torch.Tensor, inner_dimension: int, candidate: float) -> float | None:
     """Certified upper bound on λ_max(W Wᵀ) just above `candidate`, or None when the certificate fails.
 
     `gram` is Ĝ = fl(W Wᵀ), computed in float64 from dot products of length k = `inner_dimension`.
-    The factorisation reads only its lower triangle, so Ĝ below means that symmetric matrix.
+    The factorisation reads only one triangle, so Ĝ below means the symmetric matrix with that
+    triangle; each of its entries is one of the computed dot products either way.
     The certificate is a Cholesky factorisation of A = fl(t·I − Ĝ) at t = `candidate`. When it
     completes, the standard backward error bound of Cholesky factorisation gives
     R̂ᵀR̂ = A + E with |E| ≤ γ_{n+1}·|R̂ᵀ|·|R̂|, so λ_min(A) ≥ −γ_{n+1}·tr(A)/(1 − γ_{n+1}).
@@ -98,8 +118,7 @@ def certify_gram_eigenvalue(gram: torch.Tensor, inner_dimension: int, candidate:
     size = gram.shape[0]
     shifted = -gram
     shifted.diagonal().add_(candidate)
-    _, info = torch.linalg.cholesky_ex(shifted)
-    if int(info) != 0:
+    if not _cholesky_completes(shifted):
         return None
 
     # NOTE: this assumes LAPACK's blocked Cholesky (potrf) meets the componentwise backward
