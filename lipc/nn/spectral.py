@@ -92,13 +92,11 @@ def gram_matrix(matrix: torch.Tensor) -> tuple[torch.Tensor, int]:
 
 
 def _cholesky_completes(matrix: torch.Tensor) -> bool:
-    """Whether a Cholesky factorisation of the symmetric `matrix` (one of its triangles) completes."""
+    """Return whether a Cholesky factorisation of the symmetric `matrix` (one triangle) completes."""
     if matrix.device.type != "cpu":
         return int(torch.linalg.cholesky_ex(matrix)[1]) == 0
-    # LAPACK's potrf through SciPy, in place: a little faster on the CPU than torch's wrapper.
-    # LAPACK reads column-major arrays: the transposed view of a row-major matrix is one, with
-    # no copy, and its lower triangle is the matrix's upper one. A Gram matrix from
-    # `gram_matrix` is exactly symmetric on the CPU, so both triangles hold the same values.
+    # SciPy's potrf factors in place, a little faster than torch's wrapper. The transposed view
+    # is column-major, as LAPACK needs, so no copy is made; it reads the upper triangle.
     _, info = scipy.linalg.lapack.dpotrf(matrix.numpy().T, lower=1, clean=0, overwrite_a=1)
     return info == 0
 
@@ -108,7 +106,7 @@ def certify_gram_eigenvalue(gram: torch.Tensor, inner_dimension: int, candidate:
 
     `gram` is Ĝ = fl(W Wᵀ), computed in float64 from dot products of length k = `inner_dimension`.
     The factorisation reads only one triangle, so Ĝ below means the symmetric matrix with that
-    triangle; each of its entries is one of the computed dot products either way.
+    triangle. Each of its entries is one of the computed dot products, whichever triangle it is.
     The certificate is a Cholesky factorisation of A = fl(t·I − Ĝ) at t = `candidate`. When it
     completes, the standard backward error bound of Cholesky factorisation gives
     R̂ᵀR̂ = A + E with |E| ≤ γ_{n+1}·|R̂ᵀ|·|R̂|, so λ_min(A) ≥ −γ_{n+1}·tr(A)/(1 − γ_{n+1}).
