@@ -64,6 +64,22 @@ def test_step_divides_by_expected_batch_size():
         assert torch.allclose(parameter.grad, reference, atol=1e-7), name
 
 
+@pytest.mark.parametrize("physical_batch_size", [1, 2, 3, 7])
+def test_split_batch_gives_same_gradient(physical_batch_size):
+    compiled, parameters, optimizer = _step_setup()
+    silent = {name: TensorNoise(1.0, math.inf, 0.0) for name in parameters}
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(7, 12, generator=generator)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0])
+
+    loss = private_step(compiled, compiled.module, optimizer, parameters, silent, inputs, labels, 5.0, generator, physical_batch_size)
+    expected_loss = compiled.loss_function(compiled.module(inputs), labels).sum()
+    expected = torch.autograd.grad(expected_loss / 5.0, list(parameters.values()))
+    assert loss == pytest.approx(float(expected_loss), rel=1e-6)
+    for (name, parameter), reference in zip(parameters.items(), expected):
+        assert torch.allclose(parameter.grad, reference, atol=1e-7), name
+
+
 def test_empty_batch_takes_noise_only_step():
     compiled, parameters, optimizer = _step_setup()
     allocation = allocate_noise(compiled.sensitivities, 1.0, 10.0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +78,31 @@ def _check_data(compiled: CompiledNetwork, dataset: Dataset, config: TrainConfig
         )
 
 
+def accumulate_batch_gradients(
+    compiled: CompiledNetwork,
+    module: torch.nn.Module,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    expected_batch_size: float,
+    physical_batch_size: int | None = None,
+) -> float:
+    """Add the gradient of Σ_batch loss / B to each parameter's `.grad`; return the summed loss.
+
+    A Poisson batch is larger than B about half of the time. At most `physical_batch_size`
+    examples go through each forward and backward pass, so peak memory stays that of a batch
+    of that size whatever the draw. Every layer acts on each example alone, so the passes'
+    gradients add up to the whole batch's gradient, and its sensitivity is unchanged.
+    """
+    chunk_size = physical_batch_size or max(len(labels), 1)
+    loss_sum = 0.0
+    for start in range(0, len(labels), chunk_size):
+        # Divide by the expected batch size B, never by len(labels), which is private.
+        losses = compiled.loss_function(module(inputs[start : start + chunk_size]), labels[start : start + chunk_size])
+        (losses.sum() / expected_batch_size).backward()
+        loss_sum += float(losses.detach().sum())
+    return loss_sum
+
+
 def private_step(
     compiled: CompiledNetwork,
     module: torch.nn.Module,
@@ -87,23 +113,25 @@ def private_step(
     labels: torch.Tensor,
     expected_batch_size: float,
     generator: torch.Generator,
+    physical_batch_size: int | None = None,
 ) -> float:
     """Take one noisy step on a Poisson batch (possibly empty); return the batch's summed loss.
 
-    Every parameter must already have a `.grad` tensor.
+    `physical_batch_size` caps the examples of one forward and backward pass
+    (`accumulate_batch_gradients`); None means one pass.
     """
-    optimizer.zero_grad(set_to_none=False)
-    loss_sum = 0.0
-    if len(labels):
-        # Divide by the expected batch size B, never by len(labels), which is private.
-        losses = compiled.loss_function(module(inputs), labels)
-        (losses.sum() / expected_batch_size).backward()
-        loss_sum = float(losses.detach().sum())
+    # Gradients set to None, not zeroed: backward then writes each gradient into a new tensor
+    # rather than adding a temporary one to the old, which saves memory and a pass.
+    optimizer.zero_grad(set_to_none=True)
+    loss_sum = accumulate_batch_gradients(compiled, module, inputs, labels, expected_batch_size, physical_batch_size)
+    for parameter in parameters.values():
+        if parameter.grad is None:
+            # An empty batch: every parameter still gets its noise, on a zero gradient.
+            parameter.grad = torch.zeros_like(parameter)
     add_noise_(parameters, allocation, generator)
     optimizer.step()
     module.project_()
     return loss_sum
-
 
 
 @dataclass(frozen=True)
@@ -290,6 +318,8 @@ def _run_epochs(session: _Session, optimizer: torch.optim.Optimizer, generator: 
     module = compiled.module
     parameters = dict(module.named_parameters())
     steps_in_epoch = steps_per_epoch(ledger.dataset_size, config.batch_size)
+    # Passes of at most B examples: a large Poisson draw costs a second pass, not more memory.
+    physical_batch_size = math.ceil(ledger.expected_batch_size)
 
     for epoch in range(first_epoch, config.epochs + 1):
         loss_sum, examples_seen = 0.0, 0
@@ -298,7 +328,10 @@ def _run_epochs(session: _Session, optimizer: torch.optim.Optimizer, generator: 
             disable=None if show_progress else True, leave=False, unit="step",
         )
         for batch in progress:
-            loss_sum += private_step(compiled, module, optimizer, parameters, session.allocation, dataset.train_inputs[batch], dataset.train_labels[batch], ledger.expected_batch_size, generator)
+            loss_sum += private_step(
+                compiled, module, optimizer, parameters, session.allocation, dataset.train_inputs[batch], dataset.train_labels[batch],
+                ledger.expected_batch_size, generator, physical_batch_size,
+            )
             examples_seen += len(batch)
             ledger.steps_taken += 1
             progress.set_postfix(loss=f"{loss_sum / max(examples_seen, 1):.3f}")
