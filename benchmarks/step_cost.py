@@ -11,6 +11,7 @@ after warm-up, on synthetic data of the right shape kept on the training device:
 
 Every configuration draws its batch from the same in-memory data set on the device: the lipc
 configurations by a Poisson mask (expected size B), the others as B indices drawn uniformly.
+As `lipc train` does, lipc runs a Poisson batch larger than B in passes of at most B examples.
 So (3)/(2) measures the noise alone, and (3)/(1) the noise and the projection.
 
 Run from the repository root, with the benchmark extra installed (pip install '.[benchmark]'):
@@ -36,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -101,6 +102,32 @@ class Measurement:
 def _peak_rss_bytes() -> int:
     # ru_maxrss is in kilobytes on Linux.
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _status_bytes(field: str) -> int:
+    """A memory field of /proc/self/status (VmRSS, VmHWM), in bytes."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise OSError(f"{field} not found in /proc/self/status")
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the process's peak resident memory to its current value (Linux 4.0 and later)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+    except OSError:
+        return False
+    return True
+
+
+# glibc serves allocations of at least this many bytes with their own mmap and returns them
+# to the system when they are freed. Without a fixed threshold, glibc raises it as large blocks
+# are freed and then keeps freed blocks, so the resident size of a process depends on its
+# allocation history rather than on the memory its step needs.
+MEMORY_PASS_MMAP_THRESHOLD = 65536
 
 
 class PlainResidual(nn.Module):
@@ -186,11 +213,11 @@ def _compile(architecture: str):
     return lipc.compile_source(source, f"<{architecture}>")
 
 
-def run_worker(architecture: str, batch_size: int, configuration: str, device_name: str, timing: dict) -> Measurement:
-    """Measure one configuration in this process."""
+def run_worker(architecture: str, batch_size: int, configuration: str, device_name: str, timing: dict, memory_pass: bool = False) -> Measurement:
+    """Measure one configuration in this process: its step time, or with `memory_pass` its peak CPU memory."""
     from lipc.privacy.noise import add_noise_, allocate_noise
     from lipc.privacy.sampling import poisson_sample
-    from lipc.train.trainer import parameter_sizes, private_step
+    from lipc.train.trainer import accumulate_batch_gradients, parameter_sizes, private_step
 
     device = torch.device(device_name)
     torch.manual_seed(0)
@@ -218,16 +245,17 @@ def run_worker(architecture: str, batch_size: int, configuration: str, device_na
 
             def step():
                 batch = poisson_sample(DATASET_SIZE, sampling_rate, generator, device)
-                private_step(compiled, module, optimizer, parameters, allocation, inputs[batch], labels[batch], expected_batch_size, generator)
+                private_step(
+                    compiled, module, optimizer, parameters, allocation, inputs[batch], labels[batch], expected_batch_size, generator, batch_size
+                )
 
         else:
 
             def step():
                 # private_step without add_noise_: the same data path, loss and projection.
                 batch = poisson_sample(DATASET_SIZE, sampling_rate, generator, device)
-                optimizer.zero_grad(set_to_none=False)
-                losses = compiled.loss_function(module(inputs[batch]), labels[batch])
-                (losses.sum() / expected_batch_size).backward()
+                optimizer.zero_grad(set_to_none=True)
+                accumulate_batch_gradients(compiled, module, inputs[batch], labels[batch], expected_batch_size, batch_size)
                 optimizer.step()
                 module.project_()
 
@@ -272,14 +300,25 @@ def run_worker(architecture: str, batch_size: int, configuration: str, device_na
             criterion(private_module(inputs[batch]), labels[batch]).backward()
             private_optimizer.step()
 
-    baseline_memory = torch.cuda.memory_allocated(device) if device.type == "cuda" else _peak_rss_bytes()
+    if memory_pass:
+        # Peak resident memory above the resident size after setup; the allocator is set up by
+        # the parent process (MEMORY_PASS_MMAP_THRESHOLD).
+        baseline_memory = _status_bytes("VmRSS")
+        if _reset_peak_rss():
+            _time_steps(step, device, timing["warmup"], 1, 1, 0.0)
+            peak_memory = _status_bytes("VmHWM") - baseline_memory
+        else:
+            baseline_memory = _peak_rss_bytes()
+            _time_steps(step, device, timing["warmup"], 1, 1, 0.0)
+            peak_memory = _peak_rss_bytes() - baseline_memory
+        return Measurement(0.0, 0, max(peak_memory, 0))
+
+    baseline_memory = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times = _time_steps(step, device, timing["warmup"], timing["min_steps"], timing["max_steps"], timing["time_budget"])
-    if device.type == "cuda":
-        peak_memory = torch.cuda.max_memory_allocated(device) - baseline_memory
-    else:
-        peak_memory = _peak_rss_bytes() - baseline_memory
+    # On the CPU, a separate memory pass measures the memory (see `_run_configuration`).
+    peak_memory = torch.cuda.max_memory_allocated(device) - baseline_memory if device.type == "cuda" else 0
 
     if configuration == "lipc_dp":
         # The two parts of a step that a non-private step does not have, timed on their own.
@@ -307,8 +346,7 @@ def _versions() -> str:
     return ", ".join(versions)
 
 
-def _run_configuration(architecture: str, batch: int, configuration: str, args) -> tuple[Measurement | None, str]:
-    """Run one configuration in a fresh process; return its measurement, or None and the reason."""
+def _run_worker_process(architecture: str, batch: int, configuration: str, args, memory_pass: bool) -> tuple[Measurement | None, str]:
     worker = [
         sys.executable, __file__, "--device", args.device, "--warmup", str(args.warmup), "--min-steps", str(args.min_steps),
         "--max-steps", str(args.max_steps), "--time-budget", str(args.time_budget), "--worker", architecture, str(batch), configuration,
@@ -318,11 +356,31 @@ def _run_configuration(architecture: str, batch: int, configuration: str, args) 
         worker += ["--threads", str(args.threads)]
         # BLAS libraries outside torch (scipy's, for ARPACK) read these at start.
         environment.update({name: str(args.threads) for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")})
+    if memory_pass:
+        worker.append("--memory-pass")
+        environment["MALLOC_MMAP_THRESHOLD_"] = str(MEMORY_PASS_MMAP_THRESHOLD)
     completed = subprocess.run(worker, capture_output=True, text=True, env=environment)
     if completed.returncode != 0:
         last_line = (completed.stderr.strip().splitlines() or [f"exit code {completed.returncode}, no output"])[-1]
         return None, f"failed: {last_line}"
     return Measurement(**json.loads(completed.stdout.strip().splitlines()[-1])), ""
+
+
+def _run_configuration(architecture: str, batch: int, configuration: str, args) -> tuple[Measurement | None, str]:
+    """Run one configuration in fresh processes; return its measurement, or None and the reason.
+
+    On the CPU the step time comes from one process and the peak memory from a second one,
+    which takes the warm-up steps and one more with glibc's mmap threshold fixed: mmap'd blocks
+    go back to the system when freed, so the resident size follows the memory in use. Timing
+    steps under that setting would add a page fault to every large allocation.
+    """
+    measurement, failure = _run_worker_process(architecture, batch, configuration, args, memory_pass=False)
+    if measurement is None or args.device != "cpu":
+        return measurement, failure
+    memory, failure = _run_worker_process(architecture, batch, configuration, args, memory_pass=True)
+    if memory is None:
+        return None, f"memory pass {failure}"
+    return replace(measurement, peak_memory_bytes=memory.peak_memory_bytes), ""
 
 
 def _key(architecture: str, batch: int, configuration: str) -> str:
@@ -365,6 +423,7 @@ def main() -> None:
     parser.add_argument("--no-skip", action="store_true", help="also run the configurations left out by default")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--worker", nargs=3, metavar=("ARCHITECTURE", "BATCH", "CONFIGURATION"), help=argparse.SUPPRESS)
+    parser.add_argument("--memory-pass", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -373,7 +432,7 @@ def main() -> None:
             torch.set_num_threads(args.threads)
         architecture, batch, configuration = args.worker
         timing = {"warmup": args.warmup, "min_steps": args.min_steps, "max_steps": args.max_steps, "time_budget": args.time_budget}
-        print(json.dumps(asdict(run_worker(architecture, int(batch), configuration, args.device, timing))))
+        print(json.dumps(asdict(run_worker(architecture, int(batch), configuration, args.device, timing, args.memory_pass))))
         return
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(f"--device {args.device} requested, but no CUDA GPU is available; use --device cpu")
@@ -508,12 +567,14 @@ def markdown_page(run: dict, architectures: list[str], batch_sizes: list[int]) -
         f"- each configuration runs in its own process (the last command's settings; each command above shows its own): "
         f"CPU threads {settings['threads']}, warm-up steps {settings['warmup']}, then at least {settings['min_steps']} timed steps, "
         f"more while under {settings['time_budget']:g} s, at most {settings['max_steps']}; the median is reported",
-        "- memory: peak resident memory above the process's baseline after setup, data set and model included in the baseline "
-        "(CPU), or peak allocated GPU memory above the baseline (GPU)",
+        "- memory (CPU): peak resident memory of the warm-up steps and one more step, above the resident size after setup "
+        "(data set and model included in the baseline), measured in a separate process in which glibc returns each freed "
+        f"block of {MEMORY_PASS_MMAP_THRESHOLD // 1024} KiB or more to the system (MALLOC_MMAP_THRESHOLD_), "
+        "so that it follows the memory in use; (GPU) peak allocated memory above the baseline",
         f"- data: {DATASET_SIZE} synthetic examples of the network's input shape on the device; Adam at learning rate {LEARNING_RATE:g}; "
         f"noise multiplier {NOISE_MULTIPLIER:g}; Opacus clips at {OPACUS_MAX_GRAD_NORM:g}",
-        f"- the CPU was shared with other work: the 1-minute load average at the end of each measurement ranged from {load_range} "
-        f"on {os.cpu_count()} cores, so the times are noisy",
+        f"- load: the 1-minute load average at the end of each timing ranged from {load_range} on {os.cpu_count()} cores; "
+        "the worker itself counts for about one per thread, and more means that other processes competed for the CPU",
         "",
         "## Ratios of median step times",
         "",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import sys
 
@@ -39,3 +40,24 @@ def test_ratio_cell_marks_target():
     assert step_cost._ratio_cell(2.0, 1.0, 1.5) == "2.00 missed"
     assert step_cost._ratio_cell(2.0, 1.0, None) == "2.00"
     assert step_cost._ratio_cell(None, 1.0, 1.5) == "n/a"
+
+
+TIMING = {"warmup": 1, "min_steps": 2, "max_steps": 2, "time_budget": 0.0}
+
+
+@pytest.mark.parametrize("configuration", ["plain", "lipc_no_noise", "lipc_dp"])
+def test_worker_times_steps(configuration):
+    measurement = step_cost.run_worker("mlp", 32, configuration, "cpu", TIMING)
+    assert measurement.timed_steps == 2
+    assert measurement.median_step_seconds > 0
+
+
+def test_memory_pass_measures_step_memory():
+    # In a fresh process, as the benchmark runs it: memory freed by earlier work in this one
+    # would be reused without raising the resident size.
+    args = argparse.Namespace(device="cpu", warmup=1, min_steps=1, max_steps=1, time_budget=0.0, threads=1)
+    measurement, failure = step_cost._run_worker_process("mlp", 256, "plain", args, memory_pass=True)
+    assert failure == ""
+    # Adam's two state tensors alone take 8 bytes per parameter.
+    parameters = 784 * 512 + 512 * 512 + 512 * 10
+    assert measurement.peak_memory_bytes >= 8 * parameters
