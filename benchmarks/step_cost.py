@@ -143,11 +143,12 @@ class PlainResidual(nn.Module):
 
 
 def _plain_convolution(layer: nn.Module) -> nn.Module:
-    """nn.Conv1d or nn.Conv2d after an explicit padding module, with the layer's weights."""
+    """nn.Conv1d or nn.Conv2d with the layer's weights and padding: its own, or a padding module before it."""
     spatial = layer.weight.dim() - 2
     convolution_class = nn.Conv1d if spatial == 1 else nn.Conv2d
     convolution = convolution_class(
-        layer.weight.shape[1], layer.weight.shape[0], tuple(layer.weight.shape[2:]), stride=layer.stride, bias=layer.bias is not None
+        layer.weight.shape[1], layer.weight.shape[0], tuple(layer.weight.shape[2:]), stride=layer.stride,
+        padding=layer._builtin_padding, bias=layer.bias is not None,
     )
     with torch.no_grad():
         convolution.weight.copy_(layer.weight)

@@ -108,14 +108,32 @@ def test_fft_bound_exact_for_circular(declaration):
     assert module.operator_norm_bounds()["FFT"] == pytest.approx(exact, rel=1e-9)
 
 
+@pytest.mark.parametrize(
+    "input_shape, declaration",
+    [
+        ([2, 7, 6], "conv2d 3 kernel=3 padding=same bias_norm=1"),
+        ([2, 7, 6], "conv2d 3 kernel=[2, 3] padding=same"),
+        ([2, 8, 8], "conv2d 3 kernel=3 stride=2 padding=same"),
+        ([2, 7, 6], "conv2d 3 kernel=3 padding=circular"),
+        ([2, 9], "conv1d 3 kernel=4 padding=same"),
+    ],
+)
+def test_convolution_matches_explicit_padding(input_shape, declaration):
+    generator = torch.Generator().manual_seed(2)
+    _, _, module = compile_layer(input_shape, declaration)
+    randomise(module, generator)
+    x = torch.randn(3, *input_shape, generator=generator)
+    # F.pad lists the last axis first.
+    amounts = [amount for before_after in reversed(module.padding) for amount in before_after]
+    padded = torch.nn.functional.pad(x, amounts, mode="circular" if module.circular else "constant")
+    function = torch.nn.functional.conv1d if len(input_shape) == 2 else torch.nn.functional.conv2d
+    expected = function(padded, module.weight, module.bias, stride=module.stride)
+    torch.testing.assert_close(module(x), expected)
+
+
 def convolve(module: LipschitzConv, kernel: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """The module's convolution, padding and stride, with `kernel` and no bias."""
-    padded = x
-    if any(module._pad):
-        mode = "circular" if module.circular else "constant"
-        padded = torch.nn.functional.pad(x, module._pad, mode=mode)
-    function = torch.nn.functional.conv1d if kernel.dim() == 3 else torch.nn.functional.conv2d
-    return function(padded, kernel, stride=module.stride)
+    return module.convolve(x, kernel)
 
 
 def search_kernel_gradient_factor(module: LipschitzConv, input_shape, generator, restarts: int = 6, iterations: int = 60) -> float:

@@ -251,14 +251,22 @@ class LipschitzConv(nn.Module):
         self.fft_sizes = fft_sizes
         self.max_coverage = max_coverage
         self.constraint = constraint
-        # F.pad lists the last axis first.
-        self._pad = tuple(amount for before_after in reversed(padding) for amount in before_after)
+        # Equal zero padding on both sides of every axis is the convolution's own padding, which
+        # saves a padded copy of the input in the forward and the backward pass. Other padding
+        # goes through F.pad, which lists the last axis first.
+        builtin = not circular and all(before == after for before, after in padding)
+        self._builtin_padding = tuple(before for before, _ in padding) if builtin else 0
+        self._pad = () if builtin else tuple(amount for before_after in reversed(padding) for amount in before_after)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def convolve(self, x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """Apply this layer's padding, stride and convolution to `x`, with `kernel` and `bias`."""
         if any(self._pad):
             x = F.pad(x, self._pad, mode="circular" if self.circular else "constant")
-        convolve = F.conv1d if self.weight.dim() == 3 else F.conv2d
-        return convolve(x, self.weight, self.bias, stride=self.stride)
+        function = F.conv1d if kernel.dim() == 3 else F.conv2d
+        return function(x, kernel, bias, stride=self.stride, padding=self._builtin_padding)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.convolve(x, self.weight, self.bias)
 
     def operator_norm_bounds(self) -> dict[str, float]:
         """Each certified upper bound on the operator norm, by method."""
