@@ -18,7 +18,7 @@ import torch
 from lipc.compiler import CompiledNetwork
 from lipc.privacy.accounting import compute_epsilon, pld_interval
 from lipc.privacy.ledger import PrivacyLedger
-from lipc.privacy.noise import TensorNoise, add_noise_, allocate_noise
+from lipc.privacy.noise import TensorNoise, allocate_noise, noisy_update_
 from lipc.privacy.planning import noise_multiplier_for_epsilon
 from lipc.privacy.sampling import poisson_sample
 
@@ -100,14 +100,7 @@ class PrivacyEngine:
 
     def step(self, optimizer: torch.optim.Optimizer) -> None:
         """Noise the gradients, take the optimizer step, project the weights, and count the step."""
-        parameters = dict(self.module.named_parameters())
-        for parameter in parameters.values():
-            if parameter.grad is None:
-                # An empty batch has no gradient; the step still releases noise.
-                parameter.grad = torch.zeros_like(parameter)
-        add_noise_(parameters, self.allocation, self.generator)
-        optimizer.step()
-        self.module.project_()
+        noisy_update_(self.module, optimizer, dict(self.module.named_parameters()), self.allocation, self.generator)
         self.ledger.steps_taken += 1
         if self.ledger.steps_taken == self.ledger.steps_planned + 1:
             logger.warning("more steps than the %d planned: ε now exceeds the target %g", self.ledger.steps_planned, self.ledger.target_epsilon)

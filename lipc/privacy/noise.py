@@ -100,6 +100,26 @@ def add_noise_(parameters: dict[str, torch.nn.Parameter], allocation: dict[str, 
         parameter.grad.add_(noise, alpha=allocation[name].standard_deviation)
 
 
+def noisy_update_(
+    module: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    parameters: dict[str, torch.nn.Parameter],
+    allocation: dict[str, TensorNoise],
+    generator: torch.Generator,
+) -> None:
+    """Add the allocated noise to every gradient, take the optimizer step, and project the weights.
+
+    A parameter without a gradient, after an empty batch, gets its noise on a zero gradient:
+    every step releases noise, whatever the batch.
+    """
+    for parameter in parameters.values():
+        if parameter.grad is None:
+            parameter.grad = torch.zeros_like(parameter)
+    add_noise_(parameters, allocation, generator)
+    optimizer.step()
+    module.project_()
+
+
 def format_noise_table(allocation: dict[str, TensorNoise], sizes: dict[str, int]) -> str:
     """Render the noise of each parameter tensor as an aligned text table."""
     header = ("parameter", "size", "sensitivity Δ", "noise multiplier σ_t", "noise std")

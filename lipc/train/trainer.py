@@ -24,7 +24,7 @@ from lipc.check.training import OptimizerConfig
 from lipc.errors import DataError, RunError, UsageError
 from lipc.privacy.accounting import calibrate_noise_multiplier, check_privacy_parameters, compute_epsilon, pld_interval
 from lipc.privacy.ledger import PrivacyLedger
-from lipc.privacy.noise import TensorNoise, add_noise_, allocate_noise
+from lipc.privacy.noise import TensorNoise, allocate_noise, noisy_update_
 from lipc.privacy.planning import steps_per_epoch
 from lipc.privacy.sampling import poisson_sample, shuffled_batches
 from lipc.train import evaluation
@@ -124,13 +124,7 @@ def private_step(
     # rather than adding a temporary one to the old, which saves memory and a pass.
     optimizer.zero_grad(set_to_none=True)
     loss_sum = accumulate_batch_gradients(compiled, module, inputs, labels, expected_batch_size, physical_batch_size)
-    for parameter in parameters.values():
-        if parameter.grad is None:
-            # An empty batch: every parameter still gets its noise, on a zero gradient.
-            parameter.grad = torch.zeros_like(parameter)
-    add_noise_(parameters, allocation, generator)
-    optimizer.step()
-    module.project_()
+    noisy_update_(module, optimizer, parameters, allocation, generator)
     return loss_sum
 
 
