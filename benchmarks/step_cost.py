@@ -105,7 +105,7 @@ def _peak_rss_bytes() -> int:
 
 
 def _status_bytes(field: str) -> int:
-    """A memory field of /proc/self/status (VmRSS, VmHWM), in bytes."""
+    """Read a memory field of /proc/self/status (VmRSS, VmHWM), in bytes."""
     with open("/proc/self/status") as status:
         for line in status:
             if line.startswith(field + ":"):
@@ -375,10 +375,11 @@ def _run_worker_process(architecture: str, batch: int, configuration: str, args,
 def _run_configuration(architecture: str, batch: int, configuration: str, args) -> tuple[Measurement | None, str]:
     """Run one configuration in fresh processes; return its measurement, or None and the reason.
 
-    On the CPU the step time comes from one process and the peak memory from a second one,
-    which takes the warm-up steps and one more with glibc's mmap threshold fixed: mmap'd blocks
-    go back to the system when freed, so the resident size follows the memory in use. Timing
-    steps under that setting would add a page fault to every large allocation.
+    On the CPU the step time comes from one process and the peak memory from a second one.
+    The second takes the warm-up steps and one more with glibc's mmap threshold fixed, so that
+    freed blocks go back to the system and the resident size follows the memory in use. The
+    timing process keeps the default, because the fixed threshold adds a page fault to every
+    large allocation.
     """
     measurement, failure = _run_worker_process(architecture, batch, configuration, args, memory_pass=False)
     if measurement is None or args.device != "cpu":
