@@ -126,13 +126,13 @@ class ClipNorm(nn.Module):
 
 
 class _SortPairs(torch.autograd.Function):
-    """Order each pair (dimension 2) descending; the backward pass applies the same swaps.
+    """Pair sort: orders each pair (dimension 2) descending, and backward applies the same swaps.
 
-    A sort of two is a permutation, its own inverse, so the gradient of each input is the
-    gradient of the output it moved to. torch.maximum and torch.minimum reach the same values
-    with about three times the work in their backward passes, which compare the inputs again.
-    At a tie this sends the whole gradient to one input, where theirs splits it in half; both
-    are gradients of norm at most that of the output gradient, as the bounds need.
+    A sort of two is a permutation and its own inverse, so the gradient of each input is the
+    gradient of the output it moved to. torch.maximum and torch.minimum give the same values,
+    but their backward passes compare the inputs again: about three times the time, measured
+    on one CPU thread. At a tie this sends the whole gradient to one input, while theirs splits
+    it in half. Neither has a norm above that of the output gradient, which the bounds need.
     """
 
     generate_vmap_rule = True

@@ -96,7 +96,7 @@ def _cholesky_completes(matrix: torch.Tensor) -> bool:
     if matrix.device.type != "cpu":
         return int(torch.linalg.cholesky_ex(matrix)[1]) == 0
     # SciPy's potrf factors in place, a little faster than torch's wrapper. The transposed view
-    # is column-major, as LAPACK needs, so no copy is made; it reads the upper triangle.
+    # is column-major, as LAPACK needs, so no copy is made, and potrf reads the upper triangle.
     _, info = scipy.linalg.lapack.dpotrf(matrix.numpy().T, lower=1, clean=0, overwrite_a=1)
     return info == 0
 
