@@ -242,8 +242,6 @@ def run_worker(architecture: str, batch_size: int, configuration: str, device_na
     projection_seconds = noise_seconds = None
     if configuration in ("lipc_no_noise", "lipc_dp"):
         parameters = dict(module.named_parameters())
-        for parameter in parameters.values():
-            parameter.grad = torch.zeros_like(parameter)
         optimizer = torch.optim.Adam(parameters.values(), lr=LEARNING_RATE)
         allocation = allocate_noise(compiled.sensitivities, NOISE_MULTIPLIER, expected_batch_size, "global", parameter_sizes(module))
 

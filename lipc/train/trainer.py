@@ -94,13 +94,15 @@ def accumulate_batch_gradients(
     gradients add up to the whole batch's gradient, and its sensitivity is unchanged.
     """
     chunk_size = physical_batch_size or max(len(labels), 1)
-    loss_sum = 0.0
+    loss_sum = torch.zeros((), dtype=torch.float64, device=inputs.device)
     for start in range(0, len(labels), chunk_size):
         # Divide by the expected batch size B, never by len(labels), which is private.
         losses = compiled.loss_function(module(inputs[start : start + chunk_size]), labels[start : start + chunk_size])
         (losses.sum() / expected_batch_size).backward()
-        loss_sum += float(losses.detach().sum())
-    return loss_sum
+        loss_sum += losses.detach().sum()
+
+    # One conversion per batch: on a GPU each one waits for the device.
+    return float(loss_sum)
 
 
 def private_step(
@@ -292,8 +294,6 @@ def _build_optimizer(module: torch.nn.Module, allocation: dict[str, TensorNoise]
     parameters = dict(module.named_parameters())
     if set(parameters) != set(allocation):
         raise AssertionError(f"parameters {sorted(parameters)} do not match the bounded tensors {sorted(allocation)}")
-    for parameter in parameters.values():
-        parameter.grad = torch.zeros_like(parameter)
     return config.optimizer.build(parameters.values())
 
 
